@@ -1,0 +1,37 @@
+# `make demo` and `make test` do all the set-up themselves (scripts/setup.sh).
+VENV := .venv/bin
+KW := $(VENV)/kubewire
+PURE_CORE := src/kubewire/api src/kubewire/controllers src/kubewire/store src/kubewire/routing/model.py src/kubewire/routing/plan.py src/kubewire/check
+
+.PHONY: setup demo test lint typecheck unit root clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@$(KW) down quickstart >/dev/null 2>&1 || true
+	$(KW) up -f examples/quickstart/
+	$(KW) get pods -A -o wide
+	$(KW) check
+	@echo
+	@echo "The lab keeps running. Try:  $(KW) exec client -- ip route"
+	@echo "Remove it with:              $(KW) down quickstart"
+
+lint: setup
+	$(VENV)/ruff check src tests bench
+
+typecheck: setup
+	$(VENV)/mypy $(PURE_CORE)
+
+unit: setup
+	$(VENV)/pytest -q tests/unit
+
+root: setup
+	$(VENV)/pytest -q tests/root
+
+test: setup lint typecheck
+	$(VENV)/pytest -q tests
+
+clean:
+	-$(KW) down --all
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,45 @@
+"""Manifests as the CLI takes them: load, validate, and split off the Cluster object."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubewire.api.cluster import ClusterSpec
+from kubewire.api.loader import load_paths
+from kubewire.api.validation import validate
+
+
+@dataclass
+class LoadedInput:
+    objects: list[dict[str, Any]]          # everything but the Cluster object
+    cluster: dict[str, Any] | None         # the Cluster object, if one was given
+    warnings: list[str] = field(default_factory=list)
+
+    def cluster_object(self, name_override: str | None = None) -> dict[str, Any]:
+        """The Cluster object to build, with every default filled in."""
+        obj = json.loads(json.dumps(self.cluster)) if self.cluster else {
+            "apiVersion": "kubewire.dev/v1alpha1", "kind": "Cluster",
+            "metadata": {"name": "kubewire"}, "spec": {}}
+        if name_override:
+            obj["metadata"]["name"] = name_override
+        spec = ClusterSpec.from_obj(obj)
+        obj["metadata"]["name"] = spec.name
+        return obj
+
+    def all_objects(self) -> list[dict[str, Any]]:
+        return [*self.objects, *([self.cluster] if self.cluster else [])]
+
+
+def load_input(paths: Sequence[str]) -> LoadedInput:
+    """Load and validate; raises an ApiError subclass naming file, line and field."""
+    result = validate(load_paths(paths))
+    objects, cluster = [], None
+    for m in result.manifests:
+        if m.obj.get("kind") == "Cluster":
+            cluster = m.obj
+        else:
+            objects.append(m.obj)
+    return LoadedInput(objects, cluster, [str(w) for w in result.warnings])

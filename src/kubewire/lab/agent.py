@@ -1,0 +1,355 @@
+"""The node agent: kubelet + container runtime + flannel, for one node.
+
+It only lists and watches the store (through `StoreClient`) and programs its own node:
+  * registers its Node (address on the underlay, VTEP MAC) and waits for a pod CIDR,
+  * writes the node's CNI config once the pod CIDR is known (as flannel does),
+  * keeps the cross-node routes in sync with every Node via the routing backend,
+  * for each pod bound to it: sandbox (netns + UTS) -> CNI ADD -> containers -> status,
+    and the reverse on deletion.
+Kernel and process work runs in a shared thread pool; setns() is per thread, so pods
+are set up concurrently without touching each other's namespaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from kubewire.api.cluster import ClusterSpec
+from kubewire.cni.runtime import CniRuntime
+from kubewire.kernel import netns
+from kubewire.lab import names
+from kubewire.lab.cniconfig import cni_conflists
+from kubewire.lab.state import LabDirs
+from kubewire.routing import BACKENDS, NodeInfo, sync_node_network, vtep_mac_for
+from kubewire.store.store import StoreClient
+from kubewire.workload import runner
+from kubewire.workload.client import PodServerClient
+from kubewire.workload.readiness import probe_tcp
+
+log = logging.getLogger(__name__)
+
+VTEP_ANNOTATION = "kubewire.dev/vtep-mac"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class PodRecord:
+    namespace: str
+    name: str
+    uid: str
+    container_id: str
+    netns_path: Path
+    uts_path: Path
+    builtin_ids: list[str] = field(default_factory=list)
+    pid_files: list[Path] = field(default_factory=list)
+    ip: str = ""
+
+
+class NodeAgent:
+    def __init__(
+        self,
+        lab: str,
+        node: str,
+        labels: dict[str, str],
+        underlay_ip: IPv4Address,
+        spec: ClusterSpec,
+        client: StoreClient,
+        register: Any,
+        pool: ThreadPoolExecutor,
+        podserver: PodServerClient,
+    ) -> None:
+        self.lab = lab
+        self.node = node
+        self.labels = labels
+        self.underlay_ip = underlay_ip
+        self.spec = spec
+        self.client = client
+        self._register = register
+        self.pool = pool
+        self.podserver = podserver
+        self.dirs = LabDirs.of(lab)
+        self.node_dir = self.dirs.node(node)
+        self.netns_path = netns.netns_path(names.node_netns(lab, node))
+        self.pod_cidr: IPv4Network | None = None
+        self.conflists: list[dict[str, Any]] = []
+        self.cni = CniRuntime(self._plugin_dirs(), self.node_dir / "cache")
+        self.pods: dict[str, PodRecord] = {}  # by pod uid
+        self._seen: set[str] = set()
+        self._pod_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._cidr_ready = asyncio.Event()
+        self._routing_dirty = asyncio.Event()
+
+    def _plugin_dirs(self) -> list[Path]:
+        if self.spec.cni == "reference":
+            return [Path("/usr/lib/cni"), Path("/opt/cni/bin")]
+        return [self.dirs.bin]
+
+    # -- lifecycle -------------------------------------------------------------
+    def node_object(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.node,
+                "labels": {
+                    **self.labels,
+                    "kubernetes.io/hostname": self.node,
+                    "kubernetes.io/os": "linux",
+                },
+                "annotations": {VTEP_ANNOTATION: vtep_mac_for(self.node)},
+            },
+            "spec": {},
+            "status": {
+                "addresses": [
+                    {"type": "InternalIP", "address": str(self.underlay_ip)},
+                    {"type": "Hostname", "address": self.node},
+                ],
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                "message": "kubewire node agent is ready",
+                                "lastTransitionTime": _now()}],
+                "nodeInfo": {"kubeletVersion": "kubewire", "containerRuntimeVersion":
+                             "kubewire://netns", "kubeProxyVersion": "", "operatingSystem":
+                             "linux", "architecture": "amd64"},
+            },
+        }
+
+    async def run(self) -> None:
+        self._register(self.node_object())
+        watch = self.client.watch(["Node", "Pod"])
+        routing = asyncio.create_task(self._routing_loop())
+        try:
+            async for event in watch:
+                for ev in [event, *watch.drain()]:
+                    obj = ev.obj
+                    if obj["kind"] == "Node":
+                        self._on_node(ev.type, obj)
+                    elif obj["spec"].get("nodeName") == self.node:
+                        self._on_pod(ev.type, obj)
+        finally:
+            routing.cancel()
+            watch.close()
+
+    # -- nodes and routing -----------------------------------------------------
+    def _on_node(self, type_: str, node: dict[str, Any]) -> None:
+        self._routing_dirty.set()
+        if node["metadata"]["name"] != self.node or type_ == "DELETED":
+            return
+        cidr = node.get("spec", {}).get("podCIDR")
+        if cidr and self.pod_cidr is None:
+            self.pod_cidr = IPv4Network(cidr)
+            self.conflists = cni_conflists(self.spec, self.dirs, self.node, self.pod_cidr)
+            self._cidr_ready.set()
+
+    async def _routing_loop(self) -> None:
+        backend = BACKENDS[self.spec.network.backend]
+        while True:
+            await self._routing_dirty.wait()
+            await asyncio.sleep(0.01)
+            self._routing_dirty.clear()
+            infos = []
+            for n in self.client.list("Node"):
+                cidr = n.get("spec", {}).get("podCIDR")
+                addr = next((a["address"] for a in n["status"]["addresses"]
+                             if a["type"] == "InternalIP"), None)
+                if cidr and addr:
+                    infos.append(NodeInfo(
+                        name=n["metadata"]["name"], underlay_ip=IPv4Address(addr),
+                        pod_cidr=IPv4Network(cidr),
+                        vtep_mac=n["metadata"].get("annotations", {}).get(
+                            VTEP_ANNOTATION, vtep_mac_for(n["metadata"]["name"]))))
+            me = next((i for i in infos if i.name == self.node), None)
+            if me is None:
+                continue
+            desired = backend.compile(me, infos, self.spec.network.mtu)
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    self.pool, sync_node_network, self.netns_path, desired)
+            except Exception:
+                log.exception("routing sync failed on %s", self.node)
+
+    # -- pods --------------------------------------------------------------------
+    def _on_pod(self, type_: str, pod: dict[str, Any]) -> None:
+        # Keyed by uid: a pod deleted and re-created under the same name is a new pod,
+        # and the per-name lock makes the old one's teardown finish before the new setup.
+        meta = pod["metadata"]
+        key, uid = (meta["namespace"], meta["name"]), meta.get("uid", "")
+        if type_ == "DELETED":
+            self._seen.discard(uid)
+            asyncio.create_task(self._serialised(key, self._teardown_pod(uid)))
+        elif uid not in self._seen:
+            self._seen.add(uid)
+            asyncio.create_task(self._serialised(key, self._setup_pod(pod)))
+
+    async def _serialised(self, key: tuple[str, str], work: Any) -> None:
+        lock = self._pod_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            await work
+
+    async def _setup_pod(self, pod: dict[str, Any]) -> None:
+        await self._cidr_ready.wait()
+        meta = pod["metadata"]
+        ns, name, uid = meta["namespace"], meta["name"], meta.get("uid", "")
+        if uid not in self._seen:
+            return  # deleted before we got to it
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        try:
+            record = await loop.run_in_executor(self.pool, self._create_pod_sync, pod)
+        except Exception as exc:
+            log.exception("pod %s/%s failed", ns, name)
+            self._set_status(pod, phase="Pending", ready=False, ip="",
+                             message=f"{type(exc).__name__}: {exc}", reason="SandboxFailed")
+            return
+        self.pods[uid] = record
+        ready = not record.pid_files
+        self._set_status(pod, phase="Running", ready=ready, ip=record.ip)
+        log.info("pod %s/%s up in %.0f ms at %s", ns, name,
+                 (time.monotonic() - started) * 1000, record.ip)
+        if not ready:
+            asyncio.create_task(self._wait_ready(pod, record))
+
+    def _create_pod_sync(self, pod: dict[str, Any]) -> PodRecord:
+        meta = pod["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        netns_name = names.pod_netns(self.lab, ns, name)
+        record = PodRecord(
+            namespace=ns, name=name, uid=meta.get("uid", ""),
+            container_id=names.container_id(self.lab, ns, name, meta.get("uid", "")),
+            netns_path=netns.netns_path(netns_name),
+            uts_path=names.pod_uts_file(self.lab, ns, name),
+        )
+        hostname = pod["spec"].get("hostname") or name
+        netns.create_netns(netns_name, record.uts_path, hostname[:63])
+        try:
+            args = {"K8S_POD_NAMESPACE": ns, "K8S_POD_NAME": name,
+                    "K8S_POD_INFRA_CONTAINER_ID": record.container_id, "K8S_POD_UID": record.uid}
+            ip = ""
+            for conflist in self.conflists:
+                result = self.cni.add(conflist, record.container_id, str(record.netns_path),
+                                      "eth0" if conflist["name"] != "cni-loopback" else "lo",
+                                      args, host_netns=self.netns_path)
+                for ipc in result.ips:
+                    if ":" not in str(ipc.address):
+                        ip = str(ipc.address).split("/")[0]
+            record.ip = ip
+            self._start_containers(pod, record)
+        except BaseException:
+            self._destroy_sync(record)
+            raise
+        return record
+
+    def _start_containers(self, pod: dict[str, Any], record: PodRecord) -> None:
+        for c in pod["spec"].get("containers", []):
+            log_path = names.container_log(self.lab, record.namespace, record.name, c["name"])
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            if runner.decide(c) == "exec":
+                pid_file = self.dirs.pids / f"{record.namespace}_{record.name}_{c['name']}.json"
+                runner.spawn(c, record.netns_path, record.uts_path, log_path, pid_file,
+                             hostname=record.name)
+                record.pid_files.append(pid_file)
+            else:
+                cid = f"{record.container_id}/{c['name']}"
+                ports = [{"port": p["containerPort"], "protocol": p.get("protocol", "TCP")}
+                         for p in c.get("ports", [])]
+                self.podserver.start(
+                    id=cid, pod=record.name, namespace=record.namespace, node=self.node,
+                    podIP=record.ip, netns=str(record.netns_path), container=c["name"],
+                    ports=ports, log=str(log_path))
+                record.builtin_ids.append(cid)
+
+    async def _wait_ready(self, pod: dict[str, Any], record: PodRecord) -> None:
+        ports = [p["containerPort"] for c in pod["spec"].get("containers", [])
+                 for p in c.get("ports", []) if p.get("protocol", "TCP") == "TCP"]
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if record.uid not in self.pods:
+                return
+            checks = [await loop.run_in_executor(
+                self.pool, probe_tcp, record.netns_path, "127.0.0.1", port, 0.5)
+                for port in ports]
+            if all(checks):
+                self._set_status(pod, phase="Running", ready=True, ip=record.ip)
+                return
+            await asyncio.sleep(0.2)
+
+    async def _teardown_pod(self, uid: str) -> None:
+        record = self.pods.pop(uid, None)
+        if record is None:
+            return
+        await asyncio.get_running_loop().run_in_executor(self.pool, self._destroy_sync, record)
+
+    def _destroy_sync(self, record: PodRecord) -> None:
+        for cid in record.builtin_ids:
+            try:
+                self.podserver.stop(cid)
+            except Exception:
+                log.exception("stopping %s", cid)
+        for pid_file in record.pid_files:
+            runner.kill_recorded(pid_file)
+            pid_file.unlink(missing_ok=True)
+        for conflist in reversed(self.conflists):
+            try:
+                self.cni.delete(conflist, record.container_id, str(record.netns_path),
+                                "eth0" if conflist["name"] != "cni-loopback" else "lo",
+                                {}, host_netns=self.netns_path)
+            except Exception:
+                log.exception("CNI DEL for %s/%s", record.namespace, record.name)
+        netns.delete_ns_file(record.netns_path)
+        netns.delete_ns_file(record.uts_path)
+
+    def _set_status(self, pod: dict[str, Any], phase: str, ready: bool, ip: str,
+                    message: str = "", reason: str = "") -> None:
+        meta = pod["metadata"]
+        cond = "True" if ready else "False"
+        status: dict[str, Any] = {
+            "phase": phase,
+            "hostIP": str(self.underlay_ip),
+            "hostIPs": [{"ip": str(self.underlay_ip)}],
+            "startTime": _now(),
+            "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Initialized", "status": "True"},
+                {"type": "ContainersReady", "status": cond},
+                {"type": "Ready", "status": cond},
+            ],
+            "containerStatuses": [
+                {"name": c["name"], "ready": ready, "started": phase == "Running",
+                 "image": c.get("image", ""), "restartCount": 0,
+                 "state": {"running": {"startedAt": _now()}} if phase == "Running"
+                 else {"waiting": {"reason": reason or "ContainerCreating"}}}
+                for c in pod["spec"].get("containers", [])
+            ],
+        }
+        if ip:
+            status["podIP"] = ip
+            status["podIPs"] = [{"ip": ip}]
+        if message:
+            status["message"] = message
+            status["reason"] = reason
+        try:
+            self.client.update_status("Pod", meta["namespace"], meta["name"], status)
+        except Exception:
+            log.debug("pod %s/%s vanished before its status was written", meta["namespace"],
+                      meta["name"])
+
+    async def shutdown(self) -> None:
+        """Tear down every pod this agent made (used when a node is removed)."""
+        for uid in list(self.pods):
+            await self._teardown_pod(uid)
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)

@@ -1,0 +1,68 @@
+"""The lab's physical layer: an underlay L2 segment and one namespace per node.
+
+The underlay is a bridge inside a lab-owned namespace, never connected to the machine's
+own interfaces: a missing route can only ever drop lab traffic, not leak it.
+"""
+
+from __future__ import annotations
+
+import os
+from ipaddress import IPv4Interface
+from pathlib import Path
+
+from kubewire.kernel import netns
+from kubewire.kernel.netlink import ipr_in, set_sysctl
+from kubewire.lab import names
+
+UNDERLAY_BRIDGE = "br0"
+NODE_UPLINK = "eth0"
+
+
+class TopologyError(Exception):
+    """The lab's underlay or a node namespace could not be built."""
+
+
+def create_underlay(lab: str) -> Path:
+    path = netns.create_netns(names.underlay_netns(lab))
+    with ipr_in(path) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        ipr.link("add", ifname=UNDERLAY_BRIDGE, kind="bridge")
+        ipr.link("set", index=ipr.link_lookup(ifname=UNDERLAY_BRIDGE)[0], state="up")
+    return path
+
+
+def add_node(lab: str, node: str, address: IPv4Interface) -> Path:
+    """Create a node namespace wired to the underlay with `address` on its eth0."""
+    node_path = netns.create_netns(names.node_netns(lab, node))
+    try:
+        port = names.underlay_port(node)
+        with ipr_in(netns.netns_path(names.underlay_netns(lab))) as under:
+            fd = os.open(node_path, os.O_RDONLY)
+            try:
+                under.link(
+                    "add", ifname=port, kind="veth", peer={"ifname": NODE_UPLINK, "net_ns_fd": fd}
+                )
+            finally:
+                os.close(fd)
+            bridge = under.link_lookup(ifname=UNDERLAY_BRIDGE)[0]
+            under.link("set", index=under.link_lookup(ifname=port)[0], master=bridge, state="up")
+        with ipr_in(node_path) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            uplink = ipr.link_lookup(ifname=NODE_UPLINK)[0]
+            ipr.addr("add", index=uplink, address=str(address.ip), prefixlen=address.network.prefixlen)
+            ipr.link("set", index=uplink, state="up")
+        # A node routes for its pods; rp_filter off because VXLAN/host-gw replies may
+        # arrive on a different interface than the one the request left by.
+        set_sysctl(node_path, "net.ipv4.ip_forward", "1")
+        set_sysctl(node_path, "net.ipv4.conf.all.rp_filter", "0")
+        set_sysctl(node_path, "net.ipv4.conf.default.rp_filter", "0")
+    except Exception as exc:
+        netns.delete_netns(names.node_netns(lab, node))
+        raise TopologyError(f"could not create node {node}: {exc}") from exc
+    return node_path
+
+
+def remove_node(lab: str, node: str) -> None:
+    # Deleting the namespace takes its uplink veth (and the underlay end) with it.
+    netns.delete_netns(names.node_netns(lab, node))
+

@@ -1,0 +1,43 @@
+"""The import direction of DESIGN.md: api is a leaf, the pure core does no I/O."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "kubewire"
+
+# package -> kubewire packages it may import
+ALLOWED = {
+    "api": set(),
+    "controllers": {"api"},
+    "store": set(),
+}
+IO_MODULES = {"subprocess", "socket", "pyroute2", "ctypes", "asyncio.subprocess"}
+PURE = {"api", "controllers"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+def test_packages_import_only_downwards() -> None:
+    problems = []
+    for pkg, allowed in ALLOWED.items():
+        for f in sorted((SRC / pkg).rglob("*.py")):
+            for mod in _imports(f):
+                parts = mod.split(".")
+                if parts[0] == "kubewire" and len(parts) > 1:
+                    target = parts[1]
+                    if target != pkg and target not in allowed:
+                        problems.append(f"{f.relative_to(SRC)} imports {mod}")
+                if pkg in PURE and parts[0] in {m.split(".")[0] for m in IO_MODULES}:
+                    problems.append(f"{f.relative_to(SRC)} (pure) imports {mod}")
+    assert not problems, "\n".join(problems)
