@@ -36,10 +36,41 @@ def many(count: int, prefix: str = "p") -> list[dict[str, Any]]:
     return [pod(f"{prefix}-{i:04d}") for i in range(count)]
 
 
+PLACED = [
+    ({"nodeName": "n2"}, "n2"),
+    ({"nodeSelector": {"gpu": "yes"}}, "n3"),
+    ({"nodeSelector": {"zone": "a"}}, "n1"),
+    (
+        {
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": "zone", "operator": "In", "values": ["b"]}
+                                ]
+                            }
+                        ]
+                    }
+                }
+            }
+        },
+        "n3",
+    ),
+]
+
+
+@pytest.mark.parametrize(("spec", "node"), PLACED)
+def test_pod_lands_on_the_only_or_first_fitting_node(spec: dict[str, Any], node: str) -> None:
+    result = schedule([pod("p", **spec)], THREE, {})
+    assert result.assignments == {"default/p": node}
+    assert result.unschedulable == {}
+
+
 @pytest.mark.parametrize(
-    ("spec", "node_or_reason"),
+    ("spec", "reason"),
     [
-        ({"nodeName": "n2"}, "n2"),
         (
             {"nodeName": "n9"},
             'spec.nodeName "n9" is not a node of this cluster (nodes: n1, n2, n3); '
@@ -49,37 +80,16 @@ def many(count: int, prefix: str = "p") -> list[dict[str, Any]]:
             {"nodeName": "n1", "nodeSelector": {"zone": "b"}},
             "Pod was rejected: Predicate NodeAffinity failed",
         ),
-        ({"nodeSelector": {"gpu": "yes"}}, "n3"),
-        ({"nodeSelector": {"zone": "a"}}, "n1"),
         (
             {"nodeSelector": {"zone": "c"}},
             "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.",
         ),
-        (
-            {
-                "affinity": {
-                    "nodeAffinity": {
-                        "requiredDuringSchedulingIgnoredDuringExecution": {
-                            "nodeSelectorTerms": [
-                                {"matchExpressions": [
-                                    {"key": "zone", "operator": "In", "values": ["b"]}]}
-                            ]
-                        }
-                    }
-                }
-            },
-            "n3",
-        ),
     ],
-)  # fmt: skip
-def test_single_pod_placement(spec: dict[str, Any], node_or_reason: str) -> None:
+)
+def test_pod_that_fits_nowhere_gets_the_reason(spec: dict[str, Any], reason: str) -> None:
     result = schedule([pod("p", **spec)], THREE, {})
-    if node_or_reason.startswith(("n1", "n2", "n3")) and len(node_or_reason) == 2:
-        assert result.assignments == {"default/p": node_or_reason}
-        assert result.unschedulable == {}
-    else:
-        assert result.assignments == {}
-        assert result.unschedulable == {"default/p": node_or_reason}
+    assert result.assignments == {}
+    assert result.unschedulable == {"default/p": reason}
 
 
 def test_reasons_are_counted_per_kind_like_kube_scheduler() -> None:

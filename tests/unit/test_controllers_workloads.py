@@ -19,6 +19,7 @@ from kubewire.controllers.naming import (
     pod_template_hash,
     safe_encode,
 )
+from kubewire.controllers.workloads import service_warnings
 
 NODES = build_nodes(
     [
@@ -431,3 +432,20 @@ def test_expanding_a_thousand_pods_is_fast() -> None:
     assert len(result.pods) == 1000
     assert result.warnings == []
     assert elapsed < 1.0, f"expanding 1,000 pods took {elapsed:.2f}s"
+
+
+def test_service_warnings_on_their_own_count_plain_pods_too() -> None:
+    plain = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "solo", "namespace": "default", "labels": {"app": "solo"}},
+        "spec": {},
+    }
+    services = [service("b-none", {"app": "none"}), service("a-solo", {"app": "solo"})]
+    services.append(service("bad", {"app": "not valid"}))
+    assert service_warnings(services, [plain]) == [
+        "service default/b-none selects no pods (selector app=none)",
+        "service default/bad: spec.selector[app]: label value 'not valid': must be empty or at "
+        "most 63 characters of alphanumerics, '-', '_' or '.', starting and ending with an "
+        "alphanumeric",
+    ]

@@ -129,6 +129,33 @@ def test_drift_is_repaired_in_place() -> None:
     assert_converged(kernel, desired)
 
 
+def test_mac_drift_reprograms_the_flushed_neighbours() -> None:
+    kernel = node_kernel()
+    desired = compile_for("vxlan")
+    sync_with(kernel, desired)
+    kernel.set_mac("flannel.1", "0e:de:ad:00:00:01")
+    kernel.neighbours[("flannel.1", "10.244.2.0")] = desired.neighbours[0]  # stale survivor
+    report = sync_with(kernel, desired)
+    assert report.links == Delta(updated=1)
+    assert report.neighbours == Delta(added=2)
+    assert_converged(kernel, desired)
+
+
+def test_downed_link_comes_back_with_its_routes() -> None:
+    kernel = node_kernel()
+    desired = compile_for("vxlan")
+    sync_with(kernel, desired)
+    kernel.set_down("flannel.1")
+    report = sync_with(kernel, desired)
+    assert report.links == Delta(updated=1)
+    assert (report.routes, report.neighbours, report.fdb) == (
+        Delta(added=2),
+        Delta(added=2),
+        Delta(),
+    )
+    assert_converged(kernel, desired)
+
+
 def test_changed_vxlan_attributes_recreate_the_device() -> None:
     kernel = node_kernel()
     sync_with(kernel, compile_for("vxlan"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -13,7 +14,17 @@ __all__ = [
     "ManifestWarning",
     "UnknownResourceTypeError",
     "format_location",
+    "show_value",
 ]
+
+
+def show_value(value: object, limit: int = 60) -> str:
+    """A value as the user wrote it, JSON-spelled and shortened, for "got ..." in messages."""
+    try:
+        text = json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def format_location(source: str, line: int | None, field: str | None, message: str) -> str:

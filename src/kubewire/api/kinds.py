@@ -111,15 +111,11 @@ def resolve_kind(kind: object, api_version: object) -> KindInfo:
     if info is None:
         near = _BY_TYPE_NAME.get(kind.lower())
         hint = f'; did you mean "{near.kind}"?' if near is not None and near.loadable else ""
-        raise KindError(
-            "kind", f'unknown kind "{kind}"{hint} (kubewire supports: {supported})'
-        )
+        raise KindError("kind", f'unknown kind "{kind}"{hint} (kubewire supports: {supported})')
     if not info.loadable:
         raise KindError("kind", info.not_loadable_reason)
     if api_version is None or api_version == "":
-        raise KindError(
-            "apiVersion", f'required field is missing; set it to "{info.api_version}"'
-        )
+        raise KindError("apiVersion", f'required field is missing; set it to "{info.api_version}"')
     if api_version not in info.api_versions:
         shown = f'"{api_version}"' if isinstance(api_version, str) else repr(api_version)
         raise KindError(

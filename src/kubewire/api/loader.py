@@ -44,8 +44,8 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
     """SafeLoader semantics with the C parser when available and a memo for implicit tags.
 
     Resolving a plain scalar's tag runs a handful of regexes in Python for every key and
-    value; manifests repeat the same few keys and values endlessly, so a memo halves the
-    time spent composing.
+    value; manifests repeat the same few keys and values endlessly, so a memo saves about a
+    fifth of the load time.
     """
 
     _resolved: dict[tuple[str, tuple[bool, bool]], str] = {}
@@ -143,8 +143,10 @@ class _DocumentBuilder:
         self.node_budget -= 1
         if self.node_budget < 0:
             raise self.abort(
-                node, path, f"document expands to more than {MAX_NODES_PER_DOCUMENT} values; "
-                "are aliases (*name) nested inside each other?"
+                node,
+                path,
+                f"document expands to more than {MAX_NODES_PER_DOCUMENT} values; "
+                "are aliases (*name) nested inside each other?",
             )
         if depth > MAX_DEPTH:
             raise self.abort(node, path, f"nested more than {MAX_DEPTH} levels deep")
@@ -399,7 +401,9 @@ def _load_stream(text: str, source: str) -> tuple[list[Manifest], list[ManifestE
             if not isinstance(node, MappingNode):
                 errors.append(
                     ManifestError(
-                        source, _line(node), None,
+                        source,
+                        _line(node),
+                        None,
                         f"a manifest must be a mapping (an object with apiVersion and kind), "
                         f"got {_describe(node)}",
                     )
@@ -435,10 +439,11 @@ def load_text(text: str | bytes, source: str = STDIN_SOURCE) -> list[Manifest]:
 
 def _load_decoded(text: str | bytes, source: str, errors: list[ManifestError]) -> list[Manifest]:
     if isinstance(text, bytes):
+        raw = text
         try:
-            text = text.decode("utf-8-sig")
+            text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            line = text.count(b"\n", 0, exc.start) + 1
+            line = raw.count(b"\n", 0, exc.start) + 1
             errors.append(ManifestError(source, line, None, "not UTF-8 text"))
             return []
     text = text.removeprefix("\ufeff")
@@ -458,12 +463,9 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[str | Path]:
             continue
         path = Path(raw)
         if path.is_dir():
-            expanded.extend(
-                sorted(
-                    (p for p in path.iterdir() if p.suffix in MANIFEST_SUFFIXES and p.is_file()),
-                    key=lambda p: p.name,
-                )
-            )
+            files = [p for p in path.iterdir() if p.suffix in MANIFEST_SUFFIXES and p.is_file()]
+            files.sort(key=lambda p: p.name)
+            expanded.extend(files)
         elif path.exists():
             expanded.append(path)
         else:

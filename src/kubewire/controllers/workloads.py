@@ -43,6 +43,7 @@ __all__ = [
     "LABEL_STATEFULSET_POD_NAME",
     "ExpansionResult",
     "expand",
+    "service_warnings",
 ]
 
 LABEL_POD_TEMPLATE_HASH = "pod-template-hash"
@@ -201,28 +202,6 @@ class _Expander:
             return
         self.pods[key] = pod
 
-    def service(
-        self, service: Mapping[str, Any], pod_labels: Mapping[str, list[dict[str, str]]]
-    ) -> None:
-        namespace, name = namespace_of(service), name_of(service)
-        spec = spec_of(service)
-        if spec.get("type") == "ExternalName":
-            return
-        raw = spec.get("selector")
-        try:
-            selector = service_selector(raw if isinstance(raw, Mapping) else None)
-        except SelectorError as error:
-            self.warnings.append(
-                f"service {namespace}/{name}: spec.selector{error.field}: {error.message}"
-            )
-            return
-        if selector is None:
-            return  # no selector: endpoints are managed by hand
-        if not any(selector.matches(labels) for labels in pod_labels.get(namespace, [])):
-            self.warnings.append(
-                f"service {namespace}/{name} selects no pods (selector {selector})"
-            )
-
 
 def expand(
     objects: Iterable[Mapping[str, Any]], nodes: Sequence[Mapping[str, Any]]
@@ -268,16 +247,45 @@ def expand(
             handlers[str(workload["kind"])](workload)
         except _Skip as skipped:
             expander.warnings.append(str(skipped))
-    pod_labels: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for (namespace, _), pod in expander.pods.items():
-        pod_labels[namespace].append(labels_of(pod))
-    for service in sorted(services, key=lambda o: (namespace_of(o), name_of(o))):
-        expander.service(service, pod_labels)
+    pods = [expander.pods[key] for key in sorted(expander.pods)]
+    expander.warnings.extend(service_warnings(services, pods))
     return ExpansionResult(
-        pods=[expander.pods[key] for key in sorted(expander.pods)],
+        pods=pods,
         replicasets=[expander.replicasets[key] for key in sorted(expander.replicasets)],
         warnings=expander.warnings,
     )
+
+
+def service_warnings(
+    services: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]
+) -> list[str]:
+    """A warning per Service whose selector matches no pod in its namespace, sorted.
+
+    Services without a selector (endpoints managed by hand) and ExternalName Services are
+    never warned about; an invalid selector is.
+    """
+    pod_labels: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for pod in pods:
+        pod_labels[namespace_of(pod)].append(labels_of(pod))
+    warnings = []
+    for service in sorted(services, key=lambda o: (namespace_of(o), name_of(o))):
+        namespace, name = namespace_of(service), name_of(service)
+        spec = spec_of(service)
+        if spec.get("type") == "ExternalName":
+            continue
+        raw = spec.get("selector")
+        try:
+            selector = service_selector(raw if isinstance(raw, Mapping) else None)
+        except SelectorError as error:
+            warnings.append(
+                f"service {namespace}/{name}: spec.selector{error.field}: {error.message}"
+            )
+            continue
+        if selector is None:
+            continue
+        if not any(selector.matches(labels) for labels in pod_labels.get(namespace, [])):
+            warnings.append(f"service {namespace}/{name} selects no pods (selector {selector})")
+    return warnings
 
 
 def _workload_basics(

@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 
 WORKLOAD_KINDS = ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet")
 WATCHED = frozenset({*WORKLOAD_KINDS, "Pod", "Node", "Service", "Namespace"})
-GENERATED_BY = "kubewire.dev/generated-by"
 
 
 def _owned(obj: dict[str, Any]) -> bool:
@@ -101,15 +100,16 @@ class ControlPlane:
 
     def _sync_workloads(self, nodes: list[dict[str, Any]]) -> None:
         sources = [o for kind in WORKLOAD_KINDS for o in self.store.list(kind) if not _owned(o)]
-        result = workloads.expand(sources, nodes)
-        services = self.store.list("Service")
+        # Plain pods go in too, so generated names never collide with them; they come back
+        # out unchanged and are filtered below (the store already holds them).
         plain_pods = [p for p in self.store.list("Pod") if not _owned(p)]
-        self.warnings = list(result.warnings) + workloads.service_warnings(
-            services, [*result.pods, *plain_pods]
-        ) if hasattr(workloads, "service_warnings") else list(result.warnings)
-
+        result = workloads.expand([*sources, *plain_pods], nodes)
+        generated = [p for p in result.pods if _owned(p)]
+        services = self.store.list("Service")
+        self.warnings = [*result.warnings,
+                         *workloads.service_warnings(services, [*generated, *plain_pods])]
         self._converge("ReplicaSet", result.replicasets, owned_only=True)
-        self._converge("Pod", result.pods, owned_only=True)
+        self._converge("Pod", generated, owned_only=True)
 
     def _converge(self, kind: str, desired: list[dict[str, Any]], owned_only: bool) -> None:
         current = {key_of(o): o for o in self.store.list(kind) if not owned_only or _owned(o)}

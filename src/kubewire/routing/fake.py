@@ -133,6 +133,8 @@ class FakeKernel:
         dev = self._need_dev(link.name)
         if (dev.link.kind, dev.link.attrs) != (link.kind, link.attrs):
             raise SyncError(f"fake kernel: cannot change kind/attributes of {link.name}")
+        if link.mac is not None and link.mac != dev.link.mac:
+            self._flush_neighbours(link.name)  # as the kernel does on a MAC change
         dev.link = replace(link, mac=link.mac or dev.link.mac)
         dev.up = True
         dev.alias = OWNER_ALIAS
@@ -155,5 +157,16 @@ class FakeKernel:
 
     # -- test conveniences -----------------------------------------------------------
 
+    def _flush_neighbours(self, name: str) -> None:
+        self.neighbours = {k: n for k, n in self.neighbours.items() if n.dev != name}
+
     def set_down(self, name: str) -> None:
+        """Like `ip link set NAME down`: routes and neighbours via the device go too."""
         self._need_dev(name).up = False
+        self.routes = {k: r for k, r in self.routes.items() if r.dev != name}
+        self._flush_neighbours(name)
+
+    def set_mac(self, name: str, mac: str) -> None:
+        dev = self._need_dev(name)
+        dev.link = replace(dev.link, mac=mac)
+        self._flush_neighbours(name)

@@ -211,6 +211,14 @@ def plan_sync(actual: ActualState, desired: DesiredNodeNetwork) -> SyncPlan:
     }
     deleted = set(actual_links) - set(desired_links)
     vanishing = recreated | deleted
+    # A new MAC makes the kernel flush the device's neighbour table, permanent entries too.
+    remac = {
+        name
+        for name, link in actual_links.items()
+        if name in desired_links
+        and desired_links[name].mac is not None
+        and desired_links[name].mac != link.mac
+    }
 
     ops: list[Op] = []
 
@@ -229,7 +237,7 @@ def plan_sync(actual: ActualState, desired: DesiredNodeNetwork) -> SyncPlan:
     for entry in actual.neighbours:
         if (entry.dev, entry.ip) not in want_neigh:
             ops.append(Op(Verb.DELETE, entry))
-        elif entry.dev not in vanishing:
+        elif entry.dev not in vanishing and entry.dev not in remac:
             keep_neigh[(entry.dev, entry.ip)] = entry
     want_fdb = set(desired.fdb)
     keep_fdb: set[FdbEntry] = set()

@@ -1,0 +1,506 @@
+"""The Cluster object: kubewire's own kind describing the cluster to build.
+
+```yaml
+apiVersion: kubewire.dev/v1alpha1
+kind: Cluster
+metadata: {name: demo}
+spec:
+  nodes: 3                  # or [{name: a, labels: {zone: x}}, ...]
+  podCIDR: 10.244.0.0/16
+  nodeCIDRMaskSize: 24
+  serviceCIDR: 10.96.0.0/12
+  underlayCIDR: 172.18.0.0/16
+  backend: vxlan            # or host-gw
+  mtu: 1500
+  cni: kubewire             # or reference
+  dnsDomain: cluster.local
+```
+
+Every field has a default, so no Cluster object at all is a valid three-node cluster. Only
+IPv4 is supported for now: every address family decision downstream assumes it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network
+from types import MappingProxyType
+from typing import Any
+
+from kubewire.api.errors import ApiError, ManifestError, ManifestErrors, show_value
+from kubewire.api.kinds import CLUSTER_API_VERSION
+from kubewire.api.loader import Manifest
+from kubewire.api.names import (
+    dns1123_label_problems,
+    dns1123_subdomain_problems,
+    label_key_problems,
+    label_value_problems,
+)
+from kubewire.api.objects import child_path, index_path
+
+__all__ = [
+    "CLUSTER_NAME_MAX_LENGTH",
+    "CNI_IMPLEMENTATIONS",
+    "NETWORK_BACKENDS",
+    "ClusterSpec",
+    "ClusterSpecError",
+    "NodeSpec",
+    "default_node_names",
+]
+
+NETWORK_BACKENDS = ("vxlan", "host-gw")
+CNI_IMPLEMENTATIONS = ("kubewire", "reference")
+# The cluster name is embedded in namespace and interface names (IFNAMSIZ is 16 with the NUL,
+# and each name also carries a role and node part), so it must stay short.
+CLUSTER_NAME_MAX_LENGTH = 16
+MTU_RANGE = (576, 9000)  # 576: the IPv4 minimum datagram size; 9000: common jumbo frames.
+MAX_NODE_CIDR_MASK_SIZE = 30  # a /31 or /32 leaves no room for a pod address
+# Kubernetes refuses IPv4 service ranges wider than /12 (2^20 addresses).
+MIN_SERVICE_CIDR_PREFIX = 12
+DEFAULT_NODE_COUNT = 3
+# Far beyond what one machine can emulate, but the offline model can still analyse it.
+MAX_NODE_COUNT = 100_000
+
+DEFAULT_POD_CIDR = IPv4Network("10.244.0.0/16")
+DEFAULT_SERVICE_CIDR = IPv4Network("10.96.0.0/12")
+DEFAULT_UNDERLAY_CIDR = IPv4Network("172.18.0.0/16")
+
+_SPEC_FIELDS = (
+    "nodes",
+    "podCIDR",
+    "nodeCIDRMaskSize",
+    "serviceCIDR",
+    "underlayCIDR",
+    "backend",
+    "mtu",
+    "cni",
+    "dnsDomain",
+)
+_NODE_FIELDS = ("name", "labels")
+
+
+class ClusterSpecError(ApiError, ValueError):
+    """A ClusterSpec built in code breaks a rule that from_manifest would have reported."""
+
+
+def default_node_names(count: int) -> tuple[str, ...]:
+    return tuple(f"node-{index}" for index in range(1, count + 1))
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    """One node to create. ``labels`` is read-only."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "labels": dict(self.labels)}
+
+
+def _default_nodes(count: int = DEFAULT_NODE_COUNT) -> tuple[NodeSpec, ...]:
+    return tuple(NodeSpec(name) for name in default_node_names(count))
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    """The validated Cluster object; build it with :meth:`from_manifest` or :meth:`default`."""
+
+    name: str = "kubewire"
+    nodes: tuple[NodeSpec, ...] = field(default_factory=_default_nodes)
+    pod_cidr: IPv4Network = DEFAULT_POD_CIDR
+    node_cidr_mask_size: int = 24
+    service_cidr: IPv4Network = DEFAULT_SERVICE_CIDR
+    underlay_cidr: IPv4Network = DEFAULT_UNDERLAY_CIDR
+    backend: str = "vxlan"
+    mtu: int = 1500
+    cni: str = "kubewire"
+    dns_domain: str = "cluster.local"
+
+    def __post_init__(self) -> None:
+        values = self._checked_values()
+        problems = _value_problems(values) + _relation_problems(values, frozenset())
+        if problems:
+            raise ClusterSpecError("; ".join(f"{path}: {message}" for path, message in problems))
+
+    def _checked_values(self) -> dict[str, Any]:
+        return {
+            "metadata.name": self.name,
+            "spec.nodes": self.nodes,
+            "spec.podCIDR": self.pod_cidr,
+            "spec.nodeCIDRMaskSize": self.node_cidr_mask_size,
+            "spec.serviceCIDR": self.service_cidr,
+            "spec.underlayCIDR": self.underlay_cidr,
+            "spec.backend": self.backend,
+            "spec.mtu": self.mtu,
+            "spec.cni": self.cni,
+            "spec.dnsDomain": self.dns_domain,
+        }
+
+    @classmethod
+    def default(cls) -> ClusterSpec:
+        return cls()
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest) -> ClusterSpec:
+        """Read and check a Cluster manifest; raises ManifestErrors naming every problem."""
+        values, defaulted, problems = _read_manifest(manifest.obj)
+        problems += _value_problems(values)
+        problems += _relation_problems(values, defaulted)
+        if problems:
+            raise ManifestErrors(
+                ManifestError(manifest.source, manifest.line_of(path), path, message)
+                for path, message in problems
+            )
+        return cls(
+            name=values["metadata.name"],
+            nodes=values["spec.nodes"],
+            pod_cidr=values["spec.podCIDR"],
+            node_cidr_mask_size=values["spec.nodeCIDRMaskSize"],
+            service_cidr=values["spec.serviceCIDR"],
+            underlay_cidr=values["spec.underlayCIDR"],
+            backend=values["spec.backend"],
+            mtu=values["spec.mtu"],
+            cni=values["spec.cni"],
+            dns_domain=values["spec.dnsDomain"],
+        )
+
+    @property
+    def node_range_count(self) -> int:
+        """How many per-node pod ranges (of nodeCIDRMaskSize) the pod CIDR holds."""
+        return 1 << (self.node_cidr_mask_size - self.pod_cidr.prefixlen)
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        return tuple(node.name for node in self.nodes)
+
+    def node(self, name: str) -> NodeSpec | None:
+        return next((node for node in self.nodes if node.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The Cluster object as a manifest; from_manifest reads it back to an equal spec."""
+        return {
+            "apiVersion": CLUSTER_API_VERSION,
+            "kind": "Cluster",
+            "metadata": {"name": self.name},
+            "spec": {
+                "nodes": [node.to_dict() for node in self.nodes],
+                "podCIDR": str(self.pod_cidr),
+                "nodeCIDRMaskSize": self.node_cidr_mask_size,
+                "serviceCIDR": str(self.service_cidr),
+                "underlayCIDR": str(self.underlay_cidr),
+                "backend": self.backend,
+                "mtu": self.mtu,
+                "cni": self.cni,
+                "dnsDomain": self.dns_domain,
+            },
+        }
+
+
+def _defaults() -> dict[str, Any]:
+    """Default value per manifest field, taken from the dataclass so there is one source."""
+    fields = ClusterSpec.__dataclass_fields__
+    return {
+        "metadata.name": fields["name"].default,
+        "spec.podCIDR": fields["pod_cidr"].default,
+        "spec.nodeCIDRMaskSize": fields["node_cidr_mask_size"].default,
+        "spec.serviceCIDR": fields["service_cidr"].default,
+        "spec.underlayCIDR": fields["underlay_cidr"].default,
+        "spec.backend": fields["backend"].default,
+        "spec.mtu": fields["mtu"].default,
+        "spec.cni": fields["cni"].default,
+        "spec.dnsDomain": fields["dns_domain"].default,
+    }
+
+
+Problems = list[tuple[str, str]]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _read_manifest(obj: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str], Problems]:
+    """Parse field types; returns values by manifest path (absent when unreadable),
+    the paths that took their default, and the problems found."""
+    problems: Problems = []
+    values: dict[str, Any] = {}
+    defaulted: set[str] = set()
+    defaults = _defaults()
+
+    metadata = obj.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, Mapping) else None
+    if name is None:
+        values["metadata.name"] = defaults["metadata.name"]
+        defaulted.add("metadata.name")
+    elif isinstance(name, str):
+        values["metadata.name"] = name
+    else:
+        problems.append(("metadata.name", f"must be a string, got {show_value(name)}"))
+
+    spec = obj.get("spec")
+    if spec is None:
+        spec = {}
+    if not isinstance(spec, Mapping):
+        problems.append(("spec", f"must be a mapping, got {show_value(spec)}"))
+        spec = {}
+    for key in spec:
+        if key not in _SPEC_FIELDS:
+            problems.append(
+                (
+                    child_path("spec", key),
+                    f"unknown field; a Cluster spec has: {', '.join(_SPEC_FIELDS)}",
+                )
+            )
+
+    for path in ("spec.podCIDR", "spec.serviceCIDR", "spec.underlayCIDR"):
+        key = path.removeprefix("spec.")
+        if key not in spec:
+            values[path] = defaults[path]
+            defaulted.add(path)
+            continue
+        network, problem = _parse_cidr(spec[key])
+        if problem:
+            problems.append((path, problem))
+        else:
+            values[path] = network
+
+    for path, kind in (
+        ("spec.nodeCIDRMaskSize", int),
+        ("spec.mtu", int),
+        ("spec.backend", str),
+        ("spec.cni", str),
+        ("spec.dnsDomain", str),
+    ):
+        key = path.removeprefix("spec.")
+        if key not in spec:
+            values[path] = defaults[path]
+            defaulted.add(path)
+        elif kind is int and not _is_int(spec[key]):
+            problems.append((path, f"must be an integer, got {show_value(spec[key])}"))
+        elif kind is str and not isinstance(spec[key], str):
+            problems.append((path, f"must be a string, got {show_value(spec[key])}"))
+        else:
+            values[path] = spec[key]
+
+    nodes, node_problems = _read_nodes(spec.get("nodes", DEFAULT_NODE_COUNT), values)
+    problems += node_problems
+    if nodes is not None:
+        values["spec.nodes"] = nodes
+    if "nodes" not in spec:
+        defaulted.add("spec.nodes")
+    return values, frozenset(defaulted), problems
+
+
+def _parse_cidr(value: Any) -> tuple[IPv4Network | None, str]:
+    if not isinstance(value, str) or "/" not in value:
+        return None, f"must be a CIDR like 10.244.0.0/16, got {show_value(value)}"
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return None, f"must be a CIDR like 10.244.0.0/16, got {show_value(value)}"
+    if not isinstance(network, IPv4Network):
+        return None, f"{value}: IPv6 is not supported yet; use an IPv4 CIDR"
+    if network.network_address != ipaddress.ip_address(value.partition("/")[0]):
+        return None, f"{value} has host bits set; did you mean {network}?"
+    return network, ""
+
+
+def _read_nodes(
+    raw: Any, values: Mapping[str, Any]
+) -> tuple[tuple[NodeSpec, ...] | None, Problems]:
+    if _is_int(raw):
+        if not 1 <= raw <= MAX_NODE_COUNT:
+            return None, [("spec.nodes", f"must be between 1 and {MAX_NODE_COUNT}, got {raw}")]
+        # Check capacity before making the names, so a typo like 10000000 fails fast.
+        capacity = _capacity_problem(values, raw)
+        if capacity:
+            return None, [("spec.nodes", capacity)]
+        return _default_nodes(raw), []
+    if not isinstance(raw, list):
+        return None, [
+            (
+                "spec.nodes",
+                f"must be a node count or a list of {{name, labels}}, got {show_value(raw)}",
+            )
+        ]
+    if not raw:
+        return None, [("spec.nodes", "must declare at least one node")]
+    problems: Problems = []
+    nodes: list[NodeSpec] = []
+    for index, item in enumerate(raw):
+        path = index_path("spec.nodes", index)
+        if not isinstance(item, Mapping):
+            problems.append(
+                (path, f"must be a mapping with name and labels, got {show_value(item)}")
+            )
+            continue
+        for key in item:
+            if key not in _NODE_FIELDS:
+                problems.append(
+                    (child_path(path, key), "unknown field; a node has name and labels")
+                )
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            problems.append((f"{path}.name", "required: the node's name, e.g. node-1"))
+            continue
+        labels = item.get("labels") or {}
+        label_problems = _label_problems(labels, f"{path}.labels")
+        problems += label_problems
+        if not label_problems:
+            nodes.append(NodeSpec(name, labels))
+    if problems:
+        return None, problems
+    return tuple(nodes), []
+
+
+def _label_problems(labels: Any, path: str) -> Problems:
+    if not isinstance(labels, Mapping):
+        return [(path, f"must be a mapping of label key to value, got {show_value(labels)}")]
+    problems: Problems = []
+    for key, value in labels.items():
+        key_path = child_path(path, key)
+        problems += [
+            (key_path, f"label key {show_value(key)}: {p}") for p in label_key_problems(key)
+        ]
+        if not isinstance(value, str):
+            problems.append(
+                (key_path, f"label values must be strings, got {show_value(value)}; quote it")
+            )
+            continue
+        problems += [
+            (key_path, f"label value {show_value(value)}: {p}") for p in label_value_problems(value)
+        ]
+    return problems
+
+
+def _value_problems(values: Mapping[str, Any]) -> Problems:
+    """Checks of single fields, once their types are right."""
+    problems: Problems = []
+    name = values.get("metadata.name")
+    if name is not None:
+        problems += [("metadata.name", p) for p in dns1123_label_problems(name)]
+        if len(name) > CLUSTER_NAME_MAX_LENGTH:
+            problems.append(
+                (
+                    "metadata.name",
+                    f"must be at most {CLUSTER_NAME_MAX_LENGTH} characters (it has {len(name)}), "
+                    "because it is part of network namespace and interface names",
+                )
+            )
+    nodes = values.get("spec.nodes")
+    if nodes is not None:
+        seen: dict[str, int] = {}
+        for index, node in enumerate(nodes):
+            path = f"{index_path('spec.nodes', index)}.name"
+            problems += [
+                (path, f"node name {show_value(node.name)}: {p}")
+                for p in dns1123_subdomain_problems(node.name)
+            ]
+            if node.name in seen:
+                problems.append(
+                    (
+                        path,
+                        f'duplicate node name "{node.name}" (also spec.nodes[{seen[node.name]}])',
+                    )
+                )
+            seen.setdefault(node.name, index)
+    mask = values.get("spec.nodeCIDRMaskSize")
+    if mask is not None and not 1 <= mask <= MAX_NODE_CIDR_MASK_SIZE:
+        problems.append(
+            (
+                "spec.nodeCIDRMaskSize",
+                f"must be between 1 and {MAX_NODE_CIDR_MASK_SIZE}, got {mask}",
+            )
+        )
+    service_cidr = values.get("spec.serviceCIDR")
+    if service_cidr is not None and service_cidr.prefixlen < MIN_SERVICE_CIDR_PREFIX:
+        problems.append(
+            (
+                "spec.serviceCIDR",
+                f"{service_cidr} is too large: Kubernetes allows at most a "
+                f"/{MIN_SERVICE_CIDR_PREFIX} for IPv4 service ranges",
+            )
+        )
+    for path, allowed in (("spec.backend", NETWORK_BACKENDS), ("spec.cni", CNI_IMPLEMENTATIONS)):
+        value = values.get(path)
+        if value is not None and value not in allowed:
+            problems.append(
+                (path, f"unsupported value {show_value(value)}; allowed: {', '.join(allowed)}")
+            )
+    mtu = values.get("spec.mtu")
+    if mtu is not None and not MTU_RANGE[0] <= mtu <= MTU_RANGE[1]:
+        problems.append(
+            ("spec.mtu", f"must be between {MTU_RANGE[0]} and {MTU_RANGE[1]}, got {mtu}")
+        )
+    domain = values.get("spec.dnsDomain")
+    if domain is not None:
+        problems += [("spec.dnsDomain", p) for p in dns1123_subdomain_problems(domain)]
+    return problems
+
+
+def _shown(values: Mapping[str, Any], defaulted: frozenset[str], path: str) -> str:
+    """``serviceCIDR 10.96.0.0/12`` plus "(the default)" when the user did not write it."""
+    label = f"{path.rpartition('.')[2]} {values[path]}"
+    return f"{label} (the default)" if path in defaulted else label
+
+
+def _capacity_problem(values: Mapping[str, Any], node_count: int) -> str:
+    pod_cidr = values.get("spec.podCIDR")
+    mask = values.get("spec.nodeCIDRMaskSize")
+    underlay = values.get("spec.underlayCIDR")
+    if pod_cidr is not None and mask is not None and pod_cidr.prefixlen < mask <= 32:
+        ranges = 1 << (mask - pod_cidr.prefixlen)
+        if node_count > ranges:
+            return (
+                f"podCIDR {pod_cidr} with nodeCIDRMaskSize {mask} holds {ranges} node ranges, "
+                f"but {node_count} nodes are declared"
+            )
+    if underlay is not None:
+        # Network, broadcast and one host-side address are not available to nodes.
+        room = max(underlay.num_addresses - 3, 0)
+        if node_count > room:
+            return (
+                f"underlayCIDR {underlay} has room for {room} node addresses, "
+                f"but {node_count} nodes are declared"
+            )
+    return ""
+
+
+def _relation_problems(values: Mapping[str, Any], defaulted: frozenset[str]) -> Problems:
+    """Checks that involve more than one field; each skips fields that failed to parse."""
+    problems: Problems = []
+    cidr_paths = ("spec.podCIDR", "spec.serviceCIDR", "spec.underlayCIDR")
+    for i, first in enumerate(cidr_paths):
+        for second in cidr_paths[i + 1 :]:
+            if first in values and second in values and values[first].overlaps(values[second]):
+                # Report on the one the user wrote, so the line points at something real.
+                where = second if second not in defaulted or first in defaulted else first
+                problems.append(
+                    (
+                        where,
+                        f"{_shown(values, defaulted, first)} overlaps "
+                        f"{_shown(values, defaulted, second)}; the ranges must not overlap",
+                    )
+                )
+    pod_cidr = values.get("spec.podCIDR")
+    mask = values.get("spec.nodeCIDRMaskSize")
+    if pod_cidr is not None and mask is not None and mask <= pod_cidr.prefixlen:
+        problems.append(
+            (
+                "spec.nodeCIDRMaskSize",
+                f"must be longer than the podCIDR prefix (/{pod_cidr.prefixlen}), got {mask}, "
+                "so that each node gets a slice of the pod range",
+            )
+        )
+    nodes = values.get("spec.nodes")
+    if nodes is not None:
+        capacity = _capacity_problem(values, len(nodes))
+        if capacity:
+            problems.append(("spec.nodes", capacity))
+    return problems
