@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import subprocess
+import sys
+from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
@@ -113,7 +116,7 @@ def test_compile_is_deterministic_and_order_independent(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(BACKENDS))
 def test_single_node_cluster_needs_no_routes(name: str) -> None:
     desired = BACKENDS[name].compile(NODES[0], NODES[:1], 1500)
-    assert desired.routes == desired.neighbours == desired.fdb == ()
+    assert (desired.routes, desired.neighbours, desired.fdb) == ((), (), ())
 
 
 @pytest.mark.parametrize("name", sorted(BACKENDS))
@@ -186,3 +189,21 @@ def test_inconsistent_node_lists_are_rejected(name: str, other: NodeInfo, messag
 def test_tiny_mtu_is_rejected() -> None:
     with pytest.raises(RoutingError, match="too small"):
         BACKENDS["vxlan"].compile(NODES[0], NODES, 600)
+
+
+def test_for_node_accepts_ipaddress_objects() -> None:
+    node = NodeInfo.for_node("n1", IPv4Address("172.18.0.2"), IPv4Network("10.244.1.0/24"))
+    assert (node.underlay_ip, node.pod_cidr) == ("172.18.0.2", "10.244.1.0/24")
+    assert node.vtep_mac == vtep_mac_for("n1")
+    published = NodeInfo.for_node("n1", "172.18.0.2", "10.244.1.0/24", "0e:00:00:00:00:01")
+    assert published.vtep_mac == "0e:00:00:00:00:01"
+
+
+def test_importing_the_compilers_does_not_load_the_applier() -> None:
+    code = (
+        "import sys, kubewire.routing as r; "
+        "assert 'kubewire.routing.apply' not in sys.modules; "
+        "from kubewire.routing import sync_node_network; "
+        "assert sync_node_network.__module__ == 'kubewire.routing.apply'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -20,7 +20,7 @@ from kubewire.routing import (
     SyncError,
 )
 from kubewire.routing.apply import OWNER_ALIAS, sync_with
-from kubewire.routing.fake import FakeDevice, FakeKernel
+from kubewire.routing.fake import DEFAULT_KINDS, FakeDevice, FakeKernel
 from kubewire.routing.plan import Verb, plan_sync
 
 NODES = tuple(
@@ -29,10 +29,10 @@ NODES = tuple(
 SELF = NODES[0]
 
 
-def node_kernel(**kwargs: object) -> FakeKernel:
+def node_kernel(supported_kinds: frozenset[str] = DEFAULT_KINDS) -> FakeKernel:
     return FakeKernel(
         devices={"lo": ("127.0.0.1/8",), "eth0": ("172.18.0.2/16",), "cni0": ("10.244.1.1/24",)},
-        **kwargs,  # type: ignore[arg-type]
+        supported_kinds=supported_kinds,
     )
 
 

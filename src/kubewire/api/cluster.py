@@ -10,8 +10,9 @@ spec:
   nodeCIDRMaskSize: 24
   serviceCIDR: 10.96.0.0/12
   underlayCIDR: 172.18.0.0/16
-  backend: vxlan            # or host-gw
-  mtu: 1500
+  network:
+    backend: vxlan          # or host-gw
+    mtu: 1500
   cni: kubewire             # or reference
   dnsDomain: cluster.local
 ```
@@ -46,6 +47,7 @@ __all__ = [
     "NETWORK_BACKENDS",
     "ClusterSpec",
     "ClusterSpecError",
+    "NetworkSpec",
     "NodeSpec",
     "default_node_names",
 ]
@@ -73,12 +75,12 @@ _SPEC_FIELDS = (
     "nodeCIDRMaskSize",
     "serviceCIDR",
     "underlayCIDR",
-    "backend",
-    "mtu",
+    "network",
     "cni",
     "dnsDomain",
 )
 _NODE_FIELDS = ("name", "labels")
+_NETWORK_FIELDS = ("backend", "mtu")
 
 
 class ClusterSpecError(ApiError, ValueError):
@@ -108,6 +110,20 @@ def _default_nodes(count: int = DEFAULT_NODE_COUNT) -> tuple[NodeSpec, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class NetworkSpec:
+    """How nodes reach each other's pods: the routing backend and the underlay MTU."""
+
+    backend: str = "vxlan"
+    mtu: int = 1500
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "mtu": self.mtu}
+
+
+DEFAULT_NETWORK = NetworkSpec()
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterSpec:
     """The validated Cluster object; build it with :meth:`from_manifest` or :meth:`default`."""
 
@@ -117,8 +133,7 @@ class ClusterSpec:
     node_cidr_mask_size: int = 24
     service_cidr: IPv4Network = DEFAULT_SERVICE_CIDR
     underlay_cidr: IPv4Network = DEFAULT_UNDERLAY_CIDR
-    backend: str = "vxlan"
-    mtu: int = 1500
+    network: NetworkSpec = DEFAULT_NETWORK
     cni: str = "kubewire"
     dns_domain: str = "cluster.local"
 
@@ -136,8 +151,8 @@ class ClusterSpec:
             "spec.nodeCIDRMaskSize": self.node_cidr_mask_size,
             "spec.serviceCIDR": self.service_cidr,
             "spec.underlayCIDR": self.underlay_cidr,
-            "spec.backend": self.backend,
-            "spec.mtu": self.mtu,
+            "spec.network.backend": self.network.backend,
+            "spec.network.mtu": self.network.mtu,
             "spec.cni": self.cni,
             "spec.dnsDomain": self.dns_domain,
         }
@@ -164,11 +179,15 @@ class ClusterSpec:
             node_cidr_mask_size=values["spec.nodeCIDRMaskSize"],
             service_cidr=values["spec.serviceCIDR"],
             underlay_cidr=values["spec.underlayCIDR"],
-            backend=values["spec.backend"],
-            mtu=values["spec.mtu"],
+            network=NetworkSpec(values["spec.network.backend"], values["spec.network.mtu"]),
             cni=values["spec.cni"],
             dns_domain=values["spec.dnsDomain"],
         )
+
+    @classmethod
+    def from_obj(cls, obj: Mapping[str, Any], source: str = "<cluster>") -> ClusterSpec:
+        """from_manifest for a plain Cluster object (errors name ``source``, no lines)."""
+        return cls.from_manifest(Manifest(dict(obj), source))
 
     @property
     def node_range_count(self) -> int:
@@ -194,8 +213,7 @@ class ClusterSpec:
                 "nodeCIDRMaskSize": self.node_cidr_mask_size,
                 "serviceCIDR": str(self.service_cidr),
                 "underlayCIDR": str(self.underlay_cidr),
-                "backend": self.backend,
-                "mtu": self.mtu,
+                "network": self.network.to_dict(),
                 "cni": self.cni,
                 "dnsDomain": self.dns_domain,
             },
@@ -211,8 +229,8 @@ def _defaults() -> dict[str, Any]:
         "spec.nodeCIDRMaskSize": fields["node_cidr_mask_size"].default,
         "spec.serviceCIDR": fields["service_cidr"].default,
         "spec.underlayCIDR": fields["underlay_cidr"].default,
-        "spec.backend": fields["backend"].default,
-        "spec.mtu": fields["mtu"].default,
+        "spec.network.backend": DEFAULT_NETWORK.backend,
+        "spec.network.mtu": DEFAULT_NETWORK.mtu,
         "spec.cni": fields["cni"].default,
         "spec.dnsDomain": fields["dns_domain"].default,
     }
@@ -270,25 +288,43 @@ def _read_manifest(obj: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[st
         else:
             values[path] = network
 
+    network_fields = spec.get("network")
+    if network_fields is None:
+        network_fields = {}
+    if not isinstance(network_fields, Mapping):
+        problems.append(
+            (
+                "spec.network",
+                f"must be a mapping with backend and mtu, got {show_value(network_fields)}",
+            )
+        )
+        network_fields = {}
+    for key in network_fields:
+        if key not in _NETWORK_FIELDS:
+            problems.append(
+                (child_path("spec.network", key), "unknown field; network has backend and mtu")
+            )
+
     for path, kind in (
         ("spec.nodeCIDRMaskSize", int),
-        ("spec.mtu", int),
-        ("spec.backend", str),
+        ("spec.network.mtu", int),
+        ("spec.network.backend", str),
         ("spec.cni", str),
         ("spec.dnsDomain", str),
     ):
-        key = path.removeprefix("spec.")
-        if key not in spec:
+        parent, _, key = path.rpartition(".")
+        container = network_fields if parent == "spec.network" else spec
+        if key not in container:
             values[path] = defaults[path]
             defaulted.add(path)
-        elif kind is int and not _is_int(spec[key]):
-            problems.append((path, f"must be an integer, got {show_value(spec[key])}"))
-        elif kind is str and not isinstance(spec[key], str):
-            problems.append((path, f"must be a string, got {show_value(spec[key])}"))
+        elif kind is int and not _is_int(container[key]):
+            problems.append((path, f"must be an integer, got {show_value(container[key])}"))
+        elif kind is str and not isinstance(container[key], str):
+            problems.append((path, f"must be a string, got {show_value(container[key])}"))
         else:
-            values[path] = spec[key]
+            values[path] = container[key]
 
-    nodes, node_problems = _read_nodes(spec.get("nodes", DEFAULT_NODE_COUNT), values)
+    nodes, node_problems = _read_nodes(spec.get("nodes", DEFAULT_NODE_COUNT))
     problems += node_problems
     if nodes is not None:
         values["spec.nodes"] = nodes
@@ -311,16 +347,11 @@ def _parse_cidr(value: Any) -> tuple[IPv4Network | None, str]:
     return network, ""
 
 
-def _read_nodes(
-    raw: Any, values: Mapping[str, Any]
-) -> tuple[tuple[NodeSpec, ...] | None, Problems]:
+def _read_nodes(raw: Any) -> tuple[tuple[NodeSpec, ...] | None, Problems]:
     if _is_int(raw):
+        # The bound keeps a typo like 10000000 from building millions of names.
         if not 1 <= raw <= MAX_NODE_COUNT:
             return None, [("spec.nodes", f"must be between 1 and {MAX_NODE_COUNT}, got {raw}")]
-        # Check capacity before making the names, so a typo like 10000000 fails fast.
-        capacity = _capacity_problem(values, raw)
-        if capacity:
-            return None, [("spec.nodes", capacity)]
         return _default_nodes(raw), []
     if not isinstance(raw, list):
         return None, [
@@ -427,16 +458,19 @@ def _value_problems(values: Mapping[str, Any]) -> Problems:
                 f"/{MIN_SERVICE_CIDR_PREFIX} for IPv4 service ranges",
             )
         )
-    for path, allowed in (("spec.backend", NETWORK_BACKENDS), ("spec.cni", CNI_IMPLEMENTATIONS)):
+    for path, allowed in (
+        ("spec.network.backend", NETWORK_BACKENDS),
+        ("spec.cni", CNI_IMPLEMENTATIONS),
+    ):
         value = values.get(path)
         if value is not None and value not in allowed:
             problems.append(
                 (path, f"unsupported value {show_value(value)}; allowed: {', '.join(allowed)}")
             )
-    mtu = values.get("spec.mtu")
+    mtu = values.get("spec.network.mtu")
     if mtu is not None and not MTU_RANGE[0] <= mtu <= MTU_RANGE[1]:
         problems.append(
-            ("spec.mtu", f"must be between {MTU_RANGE[0]} and {MTU_RANGE[1]}, got {mtu}")
+            ("spec.network.mtu", f"must be between {MTU_RANGE[0]} and {MTU_RANGE[1]}, got {mtu}")
         )
     domain = values.get("spec.dnsDomain")
     if domain is not None:
@@ -450,14 +484,16 @@ def _shown(values: Mapping[str, Any], defaulted: frozenset[str], path: str) -> s
     return f"{label} (the default)" if path in defaulted else label
 
 
-def _capacity_problem(values: Mapping[str, Any], node_count: int) -> str:
+def _capacity_problem(values: Mapping[str, Any], node_count: int) -> tuple[str, str] | None:
+    """Whether the pod and underlay ranges have room for every node; returns the limiting
+    field and the message, or None."""
     pod_cidr = values.get("spec.podCIDR")
     mask = values.get("spec.nodeCIDRMaskSize")
     underlay = values.get("spec.underlayCIDR")
     if pod_cidr is not None and mask is not None and pod_cidr.prefixlen < mask <= 32:
         ranges = 1 << (mask - pod_cidr.prefixlen)
         if node_count > ranges:
-            return (
+            return "spec.podCIDR", (
                 f"podCIDR {pod_cidr} with nodeCIDRMaskSize {mask} holds {ranges} node ranges, "
                 f"but {node_count} nodes are declared"
             )
@@ -465,11 +501,11 @@ def _capacity_problem(values: Mapping[str, Any], node_count: int) -> str:
         # Network, broadcast and one host-side address are not available to nodes.
         room = max(underlay.num_addresses - 3, 0)
         if node_count > room:
-            return (
+            return "spec.underlayCIDR", (
                 f"underlayCIDR {underlay} has room for {room} node addresses, "
                 f"but {node_count} nodes are declared"
             )
-    return ""
+    return None
 
 
 def _relation_problems(values: Mapping[str, Any], defaulted: frozenset[str]) -> Problems:
@@ -499,8 +535,10 @@ def _relation_problems(values: Mapping[str, Any], defaulted: frozenset[str]) -> 
             )
         )
     nodes = values.get("spec.nodes")
-    if nodes is not None:
-        capacity = _capacity_problem(values, len(nodes))
-        if capacity:
-            problems.append(("spec.nodes", capacity))
+    capacity = None if nodes is None else _capacity_problem(values, len(nodes))
+    if capacity is not None:
+        limit, message = capacity
+        # Point at what the user wrote: the node list, or else the range that is too small.
+        where = "spec.nodes" if "spec.nodes" not in defaulted or limit in defaulted else limit
+        problems.append((where, message))
     return problems

@@ -455,8 +455,17 @@ def _load_decoded(text: str | bytes, source: str, errors: list[ManifestError]) -
 def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[str | Path]:
     """What ``-f`` reads, in order: files as given, a directory's manifest files sorted by name
     (not recursing, like ``kubectl -f DIR``), and "-" for stdin. Missing paths raise."""
-    expanded: list[str | Path] = []
     errors: list[ManifestError] = []
+    expanded = _expand(paths, errors)
+    if errors:
+        raise ManifestErrors(errors)
+    return expanded
+
+
+def _expand(
+    paths: Iterable[str | os.PathLike[str]], errors: list[ManifestError]
+) -> list[str | Path]:
+    expanded: list[str | Path] = []
     for raw in paths:
         if raw == STDIN:
             expanded.append(STDIN)
@@ -470,8 +479,6 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[str | Path]:
             expanded.append(path)
         else:
             errors.append(ManifestError(str(raw), None, None, "the path does not exist"))
-    if errors:
-        raise ManifestErrors(errors)
     return expanded
 
 
@@ -484,12 +491,8 @@ def load_paths(
     """
     errors: list[ManifestError] = []
     manifests: list[Manifest] = []
-    try:
-        expanded = expand_paths(paths)
-    except ManifestErrors as exc:
-        errors.extend(exc.errors)
-        expanded = []
-    for path in expanded:
+    # Expand one argument at a time so errors come out in argument order.
+    for path in (path for raw in paths for path in _expand([raw], errors)):
         if path == STDIN:
             text: str | bytes = (stdin if stdin is not None else sys.stdin).read()
             source = STDIN_SOURCE

@@ -19,6 +19,7 @@ from typing import Any
 from kubewire.api.kinds import KINDS
 
 __all__ = [
+    "DEFAULT_NAMESPACE",
     "ObjectKey",
     "annotations_of",
     "api_version_of",

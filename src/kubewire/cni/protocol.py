@@ -84,7 +84,9 @@ class CniError(Exception):
         return _dumps(self.to_wire(cni_version))
 
     @classmethod
-    def from_wire(cls, data: bytes | str | Mapping[str, Any], plugin: str | None = None) -> CniError:
+    def from_wire(
+        cls, data: bytes | str | Mapping[str, Any], plugin: str | None = None
+    ) -> CniError:
         obj = loads_object(data, "error result") if not isinstance(data, Mapping) else data
         code = obj.get("code")
         msg = obj.get("msg")
@@ -128,9 +130,9 @@ def negotiate_version(
     common = [v for v in cni_versions if v in supported]
     if common:
         return max(common, key=parse_version)
-    if cni_version in supported:
+    if cni_version is not None and cni_version in supported:
         return cni_version
-    offered = list(cni_versions) or [cni_version]
+    offered = list(cni_versions) or [str(cni_version)]
     raise CniError(
         ErrorCode.INCOMPATIBLE_VERSION,
         "incompatible CNI versions",
@@ -176,9 +178,8 @@ class Interface:
         wire: dict[str, Any] = {"name": self.name}
         if self.mac:
             wire["mac"] = self.mac
-        if version_at_least(version, "1.1.0"):
-            if self.mtu is not None:
-                wire["mtu"] = self.mtu
+        if version_at_least(version, "1.1.0") and self.mtu is not None:
+            wire["mtu"] = self.mtu
         if self.sandbox:
             wire["sandbox"] = self.sandbox
         if version_at_least(version, "1.1.0"):

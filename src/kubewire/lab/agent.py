@@ -29,16 +29,19 @@ from kubewire.kernel import netns
 from kubewire.lab import names
 from kubewire.lab.cniconfig import cni_conflists
 from kubewire.lab.state import LabDirs
-from kubewire.routing import BACKENDS, NodeInfo, sync_node_network, vtep_mac_for
+from kubewire.routing import (
+    VTEP_MAC_ANNOTATION,
+    NodeInfo,
+    get_backend,
+    sync_node_network,
+    vtep_mac_for,
+)
 from kubewire.store.store import StoreClient
 from kubewire.workload import runner
 from kubewire.workload.client import PodServerClient
 from kubewire.workload.readiness import probe_tcp
 
 log = logging.getLogger(__name__)
-
-VTEP_ANNOTATION = "kubewire.dev/vtep-mac"
-
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -108,7 +111,7 @@ class NodeAgent:
                     "kubernetes.io/hostname": self.node,
                     "kubernetes.io/os": "linux",
                 },
-                "annotations": {VTEP_ANNOTATION: vtep_mac_for(self.node)},
+                "annotations": {VTEP_MAC_ANNOTATION: vtep_mac_for(self.node)},
             },
             "spec": {},
             "status": {
@@ -153,7 +156,7 @@ class NodeAgent:
             self._cidr_ready.set()
 
     async def _routing_loop(self) -> None:
-        backend = BACKENDS[self.spec.network.backend]
+        backend = get_backend(self.spec.network.backend)
         while True:
             await self._routing_dirty.wait()
             await asyncio.sleep(0.01)
@@ -164,11 +167,9 @@ class NodeAgent:
                 addr = next((a["address"] for a in n["status"]["addresses"]
                              if a["type"] == "InternalIP"), None)
                 if cidr and addr:
-                    infos.append(NodeInfo(
-                        name=n["metadata"]["name"], underlay_ip=IPv4Address(addr),
-                        pod_cidr=IPv4Network(cidr),
-                        vtep_mac=n["metadata"].get("annotations", {}).get(
-                            VTEP_ANNOTATION, vtep_mac_for(n["metadata"]["name"]))))
+                    infos.append(NodeInfo.for_node(
+                        n["metadata"]["name"], addr, cidr,
+                        vtep_mac=n["metadata"].get("annotations", {}).get(VTEP_MAC_ANNOTATION)))
             me = next((i for i in infos if i.name == self.node), None)
             if me is None:
                 continue

@@ -6,6 +6,10 @@ Ownership, so that nothing else in the namespace is touched:
 - routes: main-table IPv4 routes with protocol RTPROT_KUBEWIRE (75);
 - neighbours: permanent entries on owned links; FDB: entries with a remote on owned links.
 
+Each sync reads five netlink dumps, then sends its changes in at most a few batches
+(stale objects; each link change; new objects), one datagram per batch with one ack per
+message, through the small codec in `rtnl.py`.
+
 Netlink has no transactions. The whole plan is computed and validated before the first
 change, so bad input changes nothing; if the kernel refuses a step half-way, the next
 sync converges from wherever it stopped.
@@ -18,14 +22,12 @@ import errno
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import Protocol
 
 from kubewire.kernel.netns import entered
+from kubewire.routing import rtnl
 from kubewire.routing.model import (
     RTPROT_KUBEWIRE,
     AttrValue,
@@ -42,10 +44,10 @@ from kubewire.routing.plan import ActualState, Op, SyncReport, Verb, plan_sync
 #: Alias set on every link the routing package creates (`ip -d link` shows "alias ...").
 OWNER_ALIAS = "kubewire-routing"
 
-_MAIN_TABLE = 254
-_NUD_PERMANENT = 0x80
-_RTNH_F_ONLINK = 0x4
-_IFF_UP = 0x1
+_NETLINK_ROUTE = 0
+_BATCH = 256  # messages per datagram: their acks must fit the receive buffer
+_GONE = (errno.ENOENT, errno.ESRCH, errno.ENODEV)
+_TIMEOUT = 10.0
 
 
 class RoutingKernel(Protocol):
@@ -53,7 +55,7 @@ class RoutingKernel(Protocol):
 
     def read_state(self, wanted_links: frozenset[str]) -> ActualState: ...
 
-    def execute(self, op: Op) -> None: ...
+    def apply(self, ops: Sequence[Op]) -> None: ...
 
 
 def sync_with(kernel: RoutingKernel, desired: DesiredNodeNetwork) -> SyncReport:
@@ -61,122 +63,205 @@ def sync_with(kernel: RoutingKernel, desired: DesiredNodeNetwork) -> SyncReport:
     started = time.perf_counter()
     actual = kernel.read_state(frozenset(link.name for link in desired.links))
     plan = plan_sync(actual, desired)
-    for op in plan.ops:
-        kernel.execute(op)
+    kernel.apply(plan.ops)
     return plan.report(time.perf_counter() - started)
 
 
 def sync_node_network(netns_path: Path | str, desired: DesiredNodeNetwork) -> SyncReport:
-    """Program the node namespace at `netns_path` (e.g. /run/netns/NODE) to `desired`."""
-    with NetlinkKernel.open(netns_path) as kernel:
-        return sync_with(kernel, desired)
+    """Program the node namespace at `netns_path` (e.g. /run/netns/NODE) to `desired`.
+
+    Blocking; safe to call from any thread (the thread enters the namespace only to open
+    a socket). Run at most one sync per node at a time.
+    """
+    try:
+        with NetlinkKernel.open(netns_path) as kernel:
+            return sync_with(kernel, desired)
+    except OSError as exc:
+        raise SyncError(f"cannot program node namespace {netns_path}: {exc}") from exc
 
 
 def read_node_network(netns_path: Path | str) -> ActualState:
     """The routing objects currently owned in a node namespace (for check/trace tools)."""
-    with NetlinkKernel.open(netns_path) as kernel:
-        return kernel.read_state(frozenset())
+    try:
+        with NetlinkKernel.open(netns_path) as kernel:
+            return kernel.read_state(frozenset())
+    except OSError as exc:
+        raise SyncError(f"cannot read node namespace {netns_path}: {exc}") from exc
 
 
-def _attr(msg: Any, name: str) -> Any:
-    return msg.get_attr(name)
+class NetlinkSocket:
+    """A blocking NETLINK_ROUTE socket, bound in the namespace it was opened in."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._seq = 0
+        self._buffer = bytearray(1 << 18)
+
+    @classmethod
+    def open(cls, netns_path: Path | str) -> NetlinkSocket:
+        with entered(netns_path):
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_ROUTE)
+        try:
+            sock.setsockopt(rtnl.SOL_NETLINK, rtnl.NETLINK_CAP_ACK, 1)
+            sock.setsockopt(rtnl.SOL_NETLINK, rtnl.NETLINK_EXT_ACK, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            sock.bind((0, 0))
+            sock.settimeout(_TIMEOUT)  # the kernel answers at once; never hang a node agent
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _receive(self) -> Iterator[rtnl.NlMsg]:
+        size = self._sock.recv_into(self._buffer)
+        return rtnl.parse_messages(memoryview(self._buffer)[:size])
+
+    def dump(self, msg_type: int, family: int) -> list[rtnl.NlMsg]:
+        for _attempt in range(5):
+            seq = self._next_seq()
+            self._sock.send(rtnl.dump_request(msg_type, family, seq))
+            found: list[rtnl.NlMsg] = []
+            interrupted = False
+            done = False
+            while not done:
+                for msg in self._receive():
+                    if msg.seq != seq:
+                        continue
+                    if msg.type == rtnl.NLMSG_DONE:
+                        done = True
+                    elif msg.type == rtnl.NLMSG_ERROR:
+                        ack = rtnl.parse_ack(msg)
+                        raise SyncError(f"netlink dump failed: {os.strerror(ack.error)}")
+                    else:
+                        interrupted |= bool(msg.flags & rtnl.NLM_F_DUMP_INTR)
+                        found.append(msg)
+            if not interrupted:
+                return found
+        raise SyncError("netlink dumps kept being interrupted by concurrent changes; retry")
+
+    def transact(self, builders: Sequence[Callable[[int], bytes]]) -> list[rtnl.Ack]:
+        """Send requests in batches; return their acks in request order."""
+        acks: list[rtnl.Ack] = []
+        for start in range(0, len(builders), _BATCH):
+            chunk = builders[start : start + _BATCH]
+            seqs = [self._next_seq() for _ in chunk]
+            self._sock.send(b"".join(build(seq) for build, seq in zip(chunk, seqs, strict=True)))
+            pending = set(seqs)
+            got: dict[int, rtnl.Ack] = {}
+            while pending:
+                for msg in self._receive():
+                    if msg.type == rtnl.NLMSG_ERROR and msg.seq in pending:
+                        got[msg.seq] = rtnl.parse_ack(msg)
+                        pending.discard(msg.seq)
+            acks.extend(got[seq] for seq in seqs)
+        return acks
 
 
 class NetlinkKernel:
-    """RoutingKernel over a pyroute2 socket opened inside one network namespace."""
+    """RoutingKernel over a netlink socket opened inside one network namespace."""
 
-    def __init__(self, ipr: Any) -> None:
-        self._ipr = ipr
+    def __init__(self, sock: NetlinkSocket) -> None:
+        self._sock = sock
         self._index: dict[str, int] = {}
+        self._addresses: dict[str, tuple[str, ...]] = {}
 
     @classmethod
     @contextlib.contextmanager
     def open(cls, netns_path: Path | str) -> Iterator[NetlinkKernel]:
         if not os.path.exists(netns_path):
             raise SyncError(f"node namespace {netns_path} does not exist")
-        with entered(netns_path):
-            ipr = IPRoute()
+        sock = NetlinkSocket.open(netns_path)
         try:
-            yield cls(ipr)
+            yield cls(sock)
         finally:
             # An open socket pins the namespace: close it, or deleting the node leaks it.
-            ipr.close()
+            sock.close()
 
     # -- reading ---------------------------------------------------------------------
 
-    def read_state(self, wanted_links: frozenset[str]) -> ActualState:
-        ipr = self._ipr
-        raw_links = list(ipr.link("dump"))
-        names = {msg["index"]: _attr(msg, "IFLA_IFNAME") for msg in raw_links}
-        self._index = {name: index for index, name in names.items()}
+    def _read_links(self) -> list[rtnl.LinkInfo]:
+        links = [rtnl.decode_link(m) for m in self._sock.dump(rtnl.RTM_GETLINK, 0)]
+        self._index = {link.name: link.index for link in links}
+        return links
 
+    def read_state(self, wanted_links: frozenset[str]) -> ActualState:
+        raw_links = self._read_links()
+        names = {link.index: link.name for link in raw_links}
         nets: dict[int, list[str]] = {index: [] for index in names}
-        for msg in ipr.addr("dump", family=socket.AF_INET):
-            address = _attr(msg, "IFA_LOCAL") or _attr(msg, "IFA_ADDRESS")
-            nets.setdefault(msg["index"], []).append(f"{address}/{msg['prefixlen']}")
+        for msg in self._sock.dump(rtnl.RTM_GETADDR, socket.AF_INET):
+            addr = rtnl.decode_addr(msg)
+            if addr.address is not None and addr.index in nets:
+                nets[addr.index].append(f"{addr.address}/{addr.prefixlen}")
 
         links: list[Link] = []
         unready: set[str] = set()
         owned_index: dict[int, str] = {}
         vxlan_index: set[int] = set()
-        for msg in raw_links:
-            name = names[msg["index"]]
-            if _attr(msg, "IFLA_IFALIAS") != OWNER_ALIAS and name not in wanted_links:
+        for raw in raw_links:
+            if raw.alias != OWNER_ALIAS and raw.name not in wanted_links:
                 continue
-            kind, attrs = self._link_kind(msg, names)
             links.append(
                 Link(
-                    name=name,
-                    kind=kind,
-                    mtu=_attr(msg, "IFLA_MTU"),
-                    attrs=attrs,
-                    mac=_attr(msg, "IFLA_ADDRESS"),
-                    addresses=tuple(nets.get(msg["index"], ())),
+                    name=raw.name,
+                    kind=raw.kind or "unknown",
+                    mtu=raw.mtu,
+                    attrs=_link_attrs(raw, names),
+                    mac=raw.mac,
+                    addresses=tuple(nets[raw.index]),
                 )
             )
-            if not msg["flags"] & _IFF_UP or _attr(msg, "IFLA_IFALIAS") != OWNER_ALIAS:
-                unready.add(name)  # an adopted link gets its alias set by the update
-            owned_index[msg["index"]] = name
-            if kind == "vxlan":
-                vxlan_index.add(msg["index"])
+            if not raw.up or raw.alias != OWNER_ALIAS:
+                unready.add(raw.name)  # an adopted link gets its alias set by the update
+            owned_index[raw.index] = raw.name
+            if raw.kind == "vxlan":
+                vxlan_index.add(raw.index)
+        self._addresses = {link.name: link.addresses for link in links}
 
         routes: list[Route] = []
-        for msg in ipr.route("dump", family=socket.AF_INET):
-            table = _attr(msg, "RTA_TABLE") or msg["table"]
-            if msg["proto"] != RTPROT_KUBEWIRE or table != _MAIN_TABLE:
+        for msg in self._sock.dump(rtnl.RTM_GETROUTE, socket.AF_INET):
+            route = rtnl.decode_route(msg)
+            if route.proto != RTPROT_KUBEWIRE or route.table != rtnl.RT_TABLE_MAIN:
                 continue
-            dst = _attr(msg, "RTA_DST") or "0.0.0.0"
             routes.append(
                 Route(
-                    dst=f"{dst}/{msg['dst_len']}",
-                    gateway=_attr(msg, "RTA_GATEWAY"),
-                    dev=names.get(_attr(msg, "RTA_OIF"), "?"),
-                    onlink=bool(msg["flags"] & _RTNH_F_ONLINK),
+                    dst=f"{route.dst}/{route.dst_len}",
+                    gateway=route.gateway,
+                    dev=names.get(route.oif or 0, "?"),
+                    onlink=bool(route.flags & rtnl.RTNH_F_ONLINK),
                 )
             )
 
         neighbours: list[Neighbour] = []
+        fdb: list[FdbEntry] = []
         if owned_index:
-            for msg in ipr.neigh("dump", family=socket.AF_INET):
-                if msg["ifindex"] in owned_index and msg["state"] & _NUD_PERMANENT:
+            for msg in self._sock.dump(rtnl.RTM_GETNEIGH, socket.AF_INET):
+                neigh = rtnl.decode_neigh(msg)
+                if (
+                    neigh.ifindex in owned_index
+                    and neigh.state & rtnl.NUD_PERMANENT
+                    and neigh.dst is not None
+                ):
                     neighbours.append(
                         Neighbour(
-                            ip=_attr(msg, "NDA_DST"),
-                            mac=_attr(msg, "NDA_LLADDR") or "00:00:00:00:00:00",
-                            dev=owned_index[msg["ifindex"]],
+                            ip=neigh.dst,
+                            mac=neigh.lladdr or "00:00:00:00:00:00",
+                            dev=owned_index[neigh.ifindex],
                         )
                     )
-        fdb: list[FdbEntry] = []
         if vxlan_index:
-            for msg in ipr.fdb("dump"):
-                remote = _attr(msg, "NDA_DST")
-                if msg["ifindex"] in vxlan_index and remote:
+            for msg in self._sock.dump(rtnl.RTM_GETNEIGH, socket.AF_BRIDGE):
+                entry = rtnl.decode_neigh(msg)
+                if entry.ifindex in vxlan_index and entry.dst and entry.lladdr:
                     fdb.append(
-                        FdbEntry(
-                            mac=_attr(msg, "NDA_LLADDR"),
-                            dst_ip=remote,
-                            dev=owned_index[msg["ifindex"]],
-                        )
+                        FdbEntry(mac=entry.lladdr, dst_ip=entry.dst, dev=owned_index[entry.ifindex])
                     )
 
         return ActualState(
@@ -188,128 +273,142 @@ class NetlinkKernel:
             fdb=tuple(fdb),
         )
 
-    @staticmethod
-    def _link_kind(
-        msg: Any, names: dict[int, str]
-    ) -> tuple[str, tuple[tuple[str, AttrValue], ...]]:
-        info = _attr(msg, "IFLA_LINKINFO")
-        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-        if kind != "vxlan":
-            return kind or "unknown", ()
-        data = info.get_attr("IFLA_INFO_DATA")
-        return kind, (
-            ("dev", names.get(data.get_attr("IFLA_VXLAN_LINK"), "")),
-            ("dstport", data.get_attr("IFLA_VXLAN_PORT")),
-            ("learning", bool(data.get_attr("IFLA_VXLAN_LEARNING"))),
-            ("local", data.get_attr("IFLA_VXLAN_LOCAL") or ""),
-            ("vni", data.get_attr("IFLA_VXLAN_ID")),
-        )
-
     # -- writing ---------------------------------------------------------------------
 
-    def execute(self, op: Op) -> None:
-        try:
-            self._execute(op)
-        except NetlinkError as exc:
-            if op.verb is Verb.DELETE and exc.code in (errno.ENOENT, errno.ESRCH, errno.ENODEV):
-                return  # already gone (e.g. removed together with its link)
-            if (
-                op.verb is Verb.ADD
-                and isinstance(op.obj, Link)
-                and exc.code in (errno.EOPNOTSUPP, errno.EAFNOSUPPORT)
-            ):
-                raise kernel_support_error(op.obj.kind) from None
-            raise SyncError(
-                f"the kernel refused to {op}: {os.strerror(exc.code)} "
-                "(the node is partly synced; fix the cause and sync again)"
-            ) from None
+    def apply(self, ops: Sequence[Op]) -> None:
+        batch: list[Op] = []
+        for op in ops:
+            if isinstance(op.obj, Link):
+                self._apply_batch(batch)
+                batch = []
+                self._apply_link(op.verb, op.obj)
+            else:
+                batch.append(op)
+        self._apply_batch(batch)
 
     def _ifindex(self, name: str) -> int:
         index = self._index.get(name)
         if index is None:
-            found = self._ipr.link_lookup(ifname=name)
-            if not found:
-                raise SyncError(f"device {name} vanished from the node namespace during sync")
-            index = found[0]
-            self._index[name] = index
+            raise SyncError(f"device {name} vanished from the node namespace during sync")
         return index
 
-    def _execute(self, op: Op) -> None:
+    def _encode(self, op: Op) -> Callable[[int], bytes]:
         obj = op.obj
-        ipr = self._ipr
-        if isinstance(obj, Link):
-            if op.verb is Verb.ADD:
-                self._add_link(obj)
-            elif op.verb is Verb.DELETE:
-                ipr.link("del", index=self._ifindex(obj.name))
-                self._index.pop(obj.name, None)
-            else:
-                self._update_link(obj)
-        elif isinstance(obj, Route):
-            spec: dict[str, Any] = {
-                "dst": obj.dst,
-                "oif": self._ifindex(obj.dev),
-                "proto": RTPROT_KUBEWIRE,
-                "table": _MAIN_TABLE,
-            }
-            if obj.gateway:
-                spec["gateway"] = obj.gateway
-            if obj.onlink:
-                spec["flags"] = _RTNH_F_ONLINK
-            ipr.route("del" if op.verb is Verb.DELETE else "replace", **spec)
-        elif isinstance(obj, Neighbour):
-            if op.verb is Verb.DELETE:
-                ipr.neigh("del", dst=obj.ip, ifindex=self._ifindex(obj.dev))
-            else:
-                ipr.neigh(
-                    "replace",
-                    dst=obj.ip,
-                    lladdr=obj.mac,
-                    ifindex=self._ifindex(obj.dev),
-                    state=_NUD_PERMANENT,
-                )
-        else:
-            ipr.fdb(
-                "del" if op.verb is Verb.DELETE else "append",
-                ifindex=self._ifindex(obj.dev),
-                lladdr=obj.mac,
-                dst=obj.dst_ip,
+        keep = op.verb is not Verb.DELETE
+        if isinstance(obj, Route):
+            oif = self._ifindex(obj.dev)
+            return lambda seq: rtnl.route_message(
+                keep,
+                seq,
+                dst=obj.dst,
+                oif=oif,
+                gateway=obj.gateway,
+                onlink=obj.onlink,
+                proto=RTPROT_KUBEWIRE,
+            )
+        if isinstance(obj, Neighbour):
+            index = self._ifindex(obj.dev)
+            return lambda seq: rtnl.neigh_message(keep, seq, ifindex=index, ip=obj.ip, mac=obj.mac)
+        if isinstance(obj, FdbEntry):
+            index = self._ifindex(obj.dev)
+            return lambda seq: rtnl.fdb_message(
+                keep, seq, ifindex=index, mac=obj.mac, dst=obj.dst_ip
+            )
+        raise TypeError(f"links are not batched: {op}")
+
+    def _apply_batch(self, batch: Sequence[Op]) -> None:
+        if not batch:
+            return
+        acks = self._sock.transact([self._encode(op) for op in batch])
+        failed = [(op, ack) for op, ack in zip(batch, acks, strict=True) if ack.error]
+        if any(op.verb is Verb.DELETE and ack.error in _GONE for op, ack in failed):
+            # Someone else removed it meanwhile: fine, unless it is in fact still there.
+            state = self.read_state(frozenset())
+            present = {*state.routes, *state.neighbours, *state.fdb}
+            failed = [
+                (op, ack)
+                for op, ack in failed
+                if not (op.verb is Verb.DELETE and ack.error in _GONE and op.obj not in present)
+            ]
+        if failed:
+            op, ack = failed[0]
+            raise SyncError(
+                f"the kernel refused {len(failed)} of {len(batch)} changes; first: {op}: "
+                f"{_describe(ack)} (the node is partly synced; fix the cause and sync again)"
             )
 
-    def _add_link(self, link: Link) -> None:
-        spec: dict[str, Any] = {"ifname": link.name, "kind": link.kind, "mtu": link.mtu}
-        if link.mac:
-            spec["address"] = link.mac
+    def _check(self, what: str, acks: Sequence[rtnl.Ack]) -> None:
+        for ack in acks:
+            if ack.error:
+                raise SyncError(f"the kernel refused to {what}: {_describe(ack)}")
+
+    def _apply_link(self, verb: Verb, link: Link) -> None:
+        if verb is Verb.DELETE:
+            index = self._ifindex(link.name)
+            (ack,) = self._sock.transact([lambda seq: rtnl.del_link(seq, index)])
+            if ack.error and ack.error not in _GONE:
+                self._check(f"delete link {link.name}", [ack])
+            self._index.pop(link.name, None)
+            return
+        if verb is Verb.ADD:
+            self._create_link(link)
+            self._read_links()
+            self._addresses[link.name] = ()
+        self._converge_link(link)
+
+    def _create_link(self, link: Link) -> None:
+        vxlan = None
         if link.kind == "vxlan":
-            spec.update(
-                vxlan_id=link.attr("vni"),
-                vxlan_port=link.attr("dstport"),
-                vxlan_learning=1 if link.attr("learning") else 0,
-                vxlan_local=link.attr("local"),
-                vxlan_link=self._ifindex(str(link.attr("dev"))),
+            vxlan = rtnl.VxlanInfo(
+                vni=int(link.attr("vni") or 0),
+                link=self._ifindex(str(link.attr("dev"))),
+                local=str(link.attr("local")),
+                learning=bool(link.attr("learning")),
+                port=int(link.attr("dstport") or 0),
             )
         elif link.attrs:
             raise SyncError(f"the applier cannot create {link.kind} links with attributes")
-        self._ipr.link("add", **spec)
-        self._index.pop(link.name, None)
-        self._update_link(link)
+        (ack,) = self._sock.transact(
+            [lambda seq: rtnl.new_link(seq, link.name, link.kind, link.mtu, link.mac, vxlan)]
+        )
+        if ack.error in (errno.EOPNOTSUPP, errno.EAFNOSUPPORT):
+            raise kernel_support_error(link.kind)
+        self._check(f"create link {link.name} ({link.kind})", [ack])
 
-    def _update_link(self, link: Link) -> None:
+    def _converge_link(self, link: Link) -> None:
         index = self._ifindex(link.name)
-        spec: dict[str, Any] = {"mtu": link.mtu, "ifalias": OWNER_ALIAS}
-        if link.mac:
-            spec["address"] = link.mac
-        self._ipr.link("set", index=index, **spec)
-        self._ipr.link("set", index=index, state="up")
-        have = {
-            f"{_attr(msg, 'IFA_LOCAL') or _attr(msg, 'IFA_ADDRESS')}/{msg['prefixlen']}"
-            for msg in self._ipr.addr("dump", family=socket.AF_INET)
-            if msg["index"] == index
-        }
-        for cidr in have - set(link.addresses):
-            address, prefixlen = cidr.split("/")
-            self._ipr.addr("del", index=index, address=address, prefixlen=int(prefixlen))
-        for cidr in link.addresses:
-            if cidr not in have:
-                address, prefixlen = cidr.split("/")
-                self._ipr.addr("add", index=index, address=address, prefixlen=int(prefixlen))
+        have = set(self._addresses.get(link.name, ()))
+        builders: list[Callable[[int], bytes]] = [
+            lambda seq: rtnl.set_link(
+                seq, index, up=True, mtu=link.mtu, mac=link.mac, alias=OWNER_ALIAS
+            )
+        ]
+        for cidr, add in [
+            *((c, False) for c in sorted(have - set(link.addresses))),
+            *((c, True) for c in link.addresses if c not in have),
+        ]:
+            builders.append(_addr_builder(add, index, cidr))
+        self._check(f"configure link {link.name}", self._sock.transact(builders))
+        self._addresses[link.name] = link.addresses
+
+
+def _addr_builder(add: bool, index: int, cidr: str) -> Callable[[int], bytes]:
+    address, prefixlen = cidr.split("/")
+    return lambda seq: rtnl.addr_message(add, seq, index, address, int(prefixlen))
+
+
+def _link_attrs(raw: rtnl.LinkInfo, names: dict[int, str]) -> tuple[tuple[str, AttrValue], ...]:
+    if raw.vxlan is None:
+        return ()
+    return (
+        ("dev", names.get(raw.vxlan.link, "")),
+        ("dstport", raw.vxlan.port),
+        ("learning", raw.vxlan.learning),
+        ("local", raw.vxlan.local),
+        ("vni", raw.vxlan.vni),
+    )
+
+
+def _describe(ack: rtnl.Ack) -> str:
+    text = os.strerror(ack.error)
+    return f"{text} (kernel: {ack.text})" if ack.text else text

@@ -11,7 +11,7 @@ routes, neighbours and FDB entries with it.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from kubewire.routing.apply import OWNER_ALIAS
@@ -70,6 +70,10 @@ class FakeKernel:
             neighbours=tuple(n for n in self.neighbours.values() if n.dev in owned),
             fdb=tuple(f for f in self.fdb if f.dev in owned),
         )
+
+    def apply(self, ops: Sequence[Op]) -> None:
+        for op in ops:
+            self.execute(op)
 
     def execute(self, op: Op) -> None:
         self.executed.append(op)

@@ -167,6 +167,7 @@ def validate(actual: ActualState, desired: DesiredNodeNetwork) -> None:
     dsts = [route.dst for route in desired.routes]
     if len(set(dsts)) != len(dsts):
         raise SyncError("desired state has two routes for the same destination")
+    subnets: dict[str, list[ipaddress.IPv4Network]] = {}
     for route in desired.routes:
         if route.dev in desired_links:
             nets = desired_links[route.dev].addresses
@@ -176,12 +177,11 @@ def validate(actual: ActualState, desired: DesiredNodeNetwork) -> None:
             raise SyncError(f"route {route.dst} uses device {route.dev}, which does not exist")
         if route.gateway is None or route.onlink:
             continue
+        if route.dev not in subnets:
+            interfaces = (ipaddress.IPv4Interface(net) for net in nets)
+            subnets[route.dev] = [i.network for i in interfaces if i.network.prefixlen < 32]
         gateway = ipaddress.IPv4Address(route.gateway)
-        if not any(
-            gateway in ipaddress.IPv4Interface(net).network
-            and ipaddress.IPv4Interface(net).network.prefixlen < 32
-            for net in nets
-        ):
+        if not any(gateway in subnet for subnet in subnets[route.dev]):
             raise SyncError(
                 f"gateway {route.gateway} for {route.dst} is not on {route.dev}'s subnet "
                 f"({', '.join(nets) or 'no IPv4 address'}); host-gw needs every node on one "
@@ -272,8 +272,7 @@ def plan_sync(actual: ActualState, desired: DesiredNodeNetwork) -> SyncPlan:
         kept_route = keep_routes.get(route.dst)
         if kept_route is None:
             # A route for this dst that lived on a vanishing link is replaced, not new.
-            was_there = any(r.dst == route.dst for r in actual.routes)
-            ops.append(Op(Verb.UPDATE if was_there else Verb.ADD, route))
+            ops.append(Op(Verb.UPDATE if route.dst in seen_dsts else Verb.ADD, route))
         elif kept_route != route:
             ops.append(Op(Verb.UPDATE, route))
     return SyncPlan(tuple(ops))

@@ -175,8 +175,7 @@ class AsyncPodServerClient:
                     )
                 except (OSError, TimeoutError) as exc:
                     raise ControlError(
-                        f"cannot reach the pod server at {self.socket_path}: {exc};"
-                        " is it running?"
+                        f"cannot reach the pod server at {self.socket_path}: {exc}; is it running?"
                     ) from exc
             assert self._reader is not None and self._writer is not None
             try:
@@ -224,11 +223,7 @@ def spawn_server(
     if log is not None:
         argv += ["--log", str(log)]
     with contextlib.ExitStack() as stack:
-        out = (
-            stack.enter_context(open(log, "ab"))  # noqa: SIM115 - handed to the child
-            if log is not None
-            else subprocess.DEVNULL
-        )
+        out = stack.enter_context(open(log, "ab")) if log is not None else subprocess.DEVNULL
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,

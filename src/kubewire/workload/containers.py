@@ -43,7 +43,9 @@ def find_executable(name: str, path: str | None = None) -> str | None:
         return None
     if "/" in name:
         return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
-    return shutil.which(name, path=path if path is not None else os.environ.get("PATH", DEFAULT_PATH))
+    return shutil.which(
+        name, path=path if path is not None else os.environ.get("PATH", DEFAULT_PATH)
+    )
 
 
 def decide(container: Mapping[str, Any], path: str | None = None) -> Kind:
@@ -94,9 +96,7 @@ def container_argv(container: Mapping[str, Any], env: Mapping[str, str]) -> list
     """command + args with `$(VAR)` references to the container's env expanded."""
     words = _strings(container, "command") + _strings(container, "args")
     if not words:
-        raise ContainerSpecError(
-            f"container {container.get('name', '?')} has no command to run"
-        )
+        raise ContainerSpecError(f"container {container.get('name', '?')} has no command to run")
     return [expand_vars(word, env) for word in words]
 
 

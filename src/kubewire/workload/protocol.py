@@ -73,14 +73,18 @@ class ContainerStart:
         for field in ("id", "pod", "namespace", "netns", "container", "log"):
             value = getattr(self, field)
             if not isinstance(value, str) or not value:
-                raise ContainerSpecError(f"start request field {field!r} must be a non-empty string")
+                raise ContainerSpecError(
+                    f"start request field {field!r} must be a non-empty string"
+                )
         for field in ("node", "pod_ip"):
             if not isinstance(getattr(self, field), str):
                 raise ContainerSpecError(f"start request field {field!r} must be a string")
         seen: set[PortSpec] = set()
         for port in self.ports:
             if port in seen:
-                raise ContainerSpecError(f"port {port} is listed twice in container {self.container}")
+                raise ContainerSpecError(
+                    f"port {port} is listed twice in container {self.container}"
+                )
             seen.add(port)
 
     def to_wire(self) -> dict[str, Any]:

@@ -167,9 +167,7 @@ def wait_ready(
         time.sleep(interval)
 
 
-async def probe_tcp_async(
-    netns_path: str | Path, ip: str, port: int, timeout: float = 1.0
-) -> bool:
+async def probe_tcp_async(netns_path: str | Path, ip: str, port: int, timeout: float = 1.0) -> bool:
     """probe_tcp for asyncio callers: only the socket creation happens in the namespace."""
     try:
         sock = _socket_in(netns_path, ip)
@@ -178,7 +176,9 @@ async def probe_tcp_async(
     with sock:
         sock.setblocking(False)
         try:
-            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (ip, port)), timeout)
+            await asyncio.wait_for(
+                asyncio.get_running_loop().sock_connect(sock, (ip, port)), timeout
+            )
         except (OSError, TimeoutError):
             return False
     return True

@@ -13,7 +13,6 @@ from __future__ import annotations
 import enum
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -243,9 +242,7 @@ def _wait_gone(records: dict[int, ProcessRecord], deadline: float) -> set[int]:
     remaining = set(records)
     while remaining:
         sessions = _live_sessions()
-        remaining = {
-            pid for pid in remaining if sessions.get(pid) or is_running(records[pid])
-        }
+        remaining = {pid for pid in remaining if sessions.get(pid) or is_running(records[pid])}
         if not remaining or time.monotonic() >= deadline:
             break
         time.sleep(POLL_INTERVAL)

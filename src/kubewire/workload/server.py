@@ -55,7 +55,6 @@ log = logging.getLogger("kubewire.workload.server")
 
 LISTEN_BACKLOG = 512
 WRITE_HIGH_WATER = 64 * 1024
-UDP_SEND_BUFFER_LIMIT = 256 * 1024
 IDLE_TIMEOUT = 120.0
 SWEEP_INTERVAL = 15.0
 LOG_FLUSH_DELAY = 0.1
@@ -214,12 +213,19 @@ class _HttpConnection(asyncio.Protocol):
 
 
 class _UdpEcho(asyncio.DatagramProtocol):
-    __slots__ = ("_container", "_server", "_transport")
+    __slots__ = ("_container", "_paused", "_server", "_transport")
 
     def __init__(self, server: PodServer, container: _Container) -> None:
         self._server = server
         self._container = container
         self._transport: asyncio.DatagramTransport | None = None
+        self._paused = False
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.DatagramTransport)
@@ -231,8 +237,8 @@ class _UdpEcho(asyncio.DatagramProtocol):
             return
         remote = format_addr(addr)
         kind, reply = udp_reply(data, self._container.ctx, remote)
-        # A flood must not grow our buffer without bound: drop replies instead.
-        if transport.get_write_buffer_size() < UDP_SEND_BUFFER_LIMIT:
+        # A flood must not grow our send buffer without bound: drop replies instead.
+        if not self._paused:
             transport.sendto(reply, addr)
         self._container.requests += 1
         self._server.access_log(self._container, remote, "UDP", kind, len(reply))
@@ -421,9 +427,7 @@ class PodServer:
 
     async def _start_locked(self, spec: ContainerStart) -> dict[str, Any]:
         try:
-            log_fd = os.open(
-                spec.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
-            )
+            log_fd = os.open(spec.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             return control_error(f"log file {spec.log}: {exc.strerror}", _errno_name(exc))
         sockets: list[tuple[PortSpec, socket.socket]] = []
@@ -482,9 +486,7 @@ class PodServer:
                 container.udp.append(transport)
             sockets.pop(0)
 
-    def _http_factory(
-        self, container: _Container, port: int
-    ) -> Callable[[], asyncio.BaseProtocol]:
+    def _http_factory(self, container: _Container, port: int) -> Callable[[], asyncio.BaseProtocol]:
         return lambda: _HttpConnection(self, container, port)
 
     def _abandon(
