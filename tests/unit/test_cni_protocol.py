@@ -75,9 +75,19 @@ def test_well_known_error_codes_match_the_spec() -> None:
 def test_error_round_trip() -> None:
     err = CniError(ErrorCode.TRY_AGAIN_LATER, "busy", "retry in a second")
     wire = json.loads(err.to_json("1.0.0"))
-    assert wire == {"cniVersion": "1.0.0", "code": 11, "msg": "busy", "details": "retry in a second"}
+    assert wire == {
+        "cniVersion": "1.0.0",
+        "code": 11,
+        "msg": "busy",
+        "details": "retry in a second",
+    }
     back = CniError.from_wire(err.to_json(), plugin="x")
-    assert (back.code, back.msg, back.details, back.plugin) == (11, "busy", "retry in a second", "x")
+    assert (back.code, back.msg, back.details, back.plugin) == (
+        11,
+        "busy",
+        "retry in a second",
+        "x",
+    )
     assert "x: busy" in str(back) and "[CNI error 11]" in str(back)
 
 
@@ -275,7 +285,9 @@ def test_plugin_config_injects_name_version_prev_result_and_runtime_config() -> 
     parsed = parse_conflist(conflist())
     prev = Result("1.1.0", ips=(IPConfig("10.0.0.2/24", "10.0.0.1"),))
     caps = {"portMappings": [{"hostPort": 80}], "bandwidth": {"rate": 1}}
-    first = json.loads(plugin_config(parsed, parsed.plugins[0], prev_result=prev, capability_args=caps))
+    first = json.loads(
+        plugin_config(parsed, parsed.plugins[0], prev_result=prev, capability_args=caps)
+    )
     assert first["name"] == "kubewire-pods" and first["cniVersion"] == "1.0.0"
     assert first["prevResult"] == prev.to_wire("1.0.0")
     assert first["runtimeConfig"] == {"portMappings": [{"hostPort": 80}]}
@@ -334,7 +346,12 @@ def test_dispatch_add_renders_in_config_version() -> None:
         ("ADD", ENV, b"not json", ErrorCode.DECODE_FAILURE),
         ("ADD", {"CNI_COMMAND": "ADD"}, b'{"cniVersion": "1.0.0"}', ErrorCode.INVALID_ENVIRONMENT),
         ("JUMP", ENV, b'{"cniVersion": "1.0.0"}', ErrorCode.INVALID_ENVIRONMENT),
-        ("DEL", {**ENV, "CNI_COMMAND": "DEL"}, b'{"cniVersion": "1.0.0"}', ErrorCode.INVALID_ENVIRONMENT),
+        (
+            "DEL",
+            {**ENV, "CNI_COMMAND": "DEL"},
+            b'{"cniVersion": "1.0.0"}',
+            ErrorCode.INVALID_ENVIRONMENT,
+        ),
     ],
 )
 def test_dispatch_errors(command: str, env: dict[str, str], stdin: bytes, code: int) -> None:

@@ -51,6 +51,14 @@ CONFIG_EXTENSIONS = (".conflist", ".conf", ".json")
 CACHE_KIND = "cniCacheV1"
 
 Args = Mapping[str, str] | Sequence[tuple[str, str]]
+ConfList = NetworkConfigList | Mapping[str, Any]
+"""A parsed list, or the raw conflist JSON object (parsed and validated on each call)."""
+
+
+def as_conflist(conflist: ConfList) -> NetworkConfigList:
+    if isinstance(conflist, NetworkConfigList):
+        return conflist
+    return parse_conflist(conflist)
 
 
 def load_conflist_file(path: Path) -> NetworkConfigList:
@@ -110,7 +118,7 @@ class CniRuntime:
 
     def add(
         self,
-        conflist: NetworkConfigList,
+        conflist: ConfList,
         container_id: str,
         netns: str | os.PathLike[str],
         ifname: str,
@@ -118,6 +126,7 @@ class CniRuntime:
         host_netns: NsRef | None = None,
         capability_args: Mapping[str, Any] | None = None,
     ) -> Result:
+        conflist = as_conflist(conflist)
         env = self._env(Command.ADD, container_id, netns, ifname, args)
         result: Result | None = None
         for plugin in conflist.plugins:
@@ -132,7 +141,7 @@ class CniRuntime:
 
     def delete(
         self,
-        conflist: NetworkConfigList,
+        conflist: ConfList,
         container_id: str,
         netns: str | os.PathLike[str] | None,
         ifname: str,
@@ -140,6 +149,7 @@ class CniRuntime:
         host_netns: NsRef | None = None,
         capability_args: Mapping[str, Any] | None = None,
     ) -> None:
+        conflist = as_conflist(conflist)
         env = self._env(Command.DEL, container_id, netns or "", ifname, args)
         cached: Result | None = None
         if version_at_least(conflist.cni_version, "0.4.0"):
@@ -155,7 +165,7 @@ class CniRuntime:
 
     def check(
         self,
-        conflist: NetworkConfigList,
+        conflist: ConfList,
         container_id: str,
         netns: str | os.PathLike[str],
         ifname: str,
@@ -163,6 +173,7 @@ class CniRuntime:
         host_netns: NsRef | None = None,
         capability_args: Mapping[str, Any] | None = None,
     ) -> None:
+        conflist = as_conflist(conflist)
         if not version_at_least(conflist.cni_version, "0.4.0"):
             raise CniError(
                 ErrorCode.INCOMPATIBLE_VERSION,
@@ -184,8 +195,9 @@ class CniRuntime:
             )
             self._invoke(plugin.type, env, stdin, host_netns)
 
-    def status(self, conflist: NetworkConfigList, host_netns: NsRef | None = None) -> None:
+    def status(self, conflist: ConfList, host_netns: NsRef | None = None) -> None:
         """Raise the first plugin's CniError if the network cannot take ADDs now."""
+        conflist = as_conflist(conflist)
         if not version_at_least(conflist.cni_version, "1.1.0"):
             return  # STATUS does not exist before 1.1.0: assume ready, like libcni
         env = PluginEnv(Command.STATUS, path=self._path())
@@ -194,10 +206,11 @@ class CniRuntime:
 
     def gc(
         self,
-        conflist: NetworkConfigList,
+        conflist: ConfList,
         valid_attachments: Iterable[Attachment | tuple[str, str]],
         host_netns: NsRef | None = None,
     ) -> None:
+        conflist = as_conflist(conflist)
         valid = {a if isinstance(a, Attachment) else Attachment(*a) for a in valid_attachments}
         errors: list[CniError] = []
         for entry in self.cached_attachments(conflist.name):

@@ -1,11 +1,11 @@
 """Install kubewire's CNI plugins as tiny shim executables.
 
 A real plugin must be an executable (the runtime fork+execs it per call). Starting
-Python with `-I -S` costs ~10 ms but importing our plugins (json, enum, pyroute2)
-costs far more, so each shim imports only `_socket`, `os` and `sys` and forwards the
-call to the warm `PluginServer`: the CNI_* variables, stdin, and an fd for its own
-network namespace (the node's, which the plugin must treat as the host namespace)
-over SCM_RIGHTS. The server runs the plugin and sends back the exit code and stdout.
+Python with `-I -S` costs ~10 ms, but importing the plugins costs more (json ~5 ms,
+enum via socket ~13 ms), so each shim imports only `_socket`, `os` and `sys` and
+forwards the call to the warm `PluginServer`: the CNI_* variables, stdin, and an fd
+for its own network namespace (the node's, which the plugin must treat as the host
+namespace) over SCM_RIGHTS. The server runs the plugin and sends back the exit code and stdout.
 With no server listening, the shim runs the plugin itself from the baked-in paths.
 
 Request, shim -> server: NUL-terminated fields `kwcni1`, plugin name, `KEY=VALUE` for
@@ -91,18 +91,11 @@ sys.exit(shim())
 
 
 def default_import_paths() -> list[str]:
-    """Where the fallback finds kubewire and pyroute2 (`-S` drops site-packages)."""
-    import pyroute2
-
+    """Where the fallback finds kubewire (`-S` drops site-packages; plugins need only it)."""
     import kubewire
 
-    paths: list[str] = []
-    for module in (kubewire, pyroute2):
-        assert module.__file__ is not None
-        directory = str(Path(module.__file__).resolve().parents[1])
-        if directory not in paths:
-            paths.append(directory)
-    return paths
+    assert kubewire.__file__ is not None
+    return [str(Path(kubewire.__file__).resolve().parents[1])]
 
 
 def shim_source(

@@ -1,7 +1,8 @@
 """Each node's CNI configuration, written to its net.d as a real runtime would read it.
 
 Two networks per pod, as containerd does: the loopback network, then the pod network
-(bridge + host-local style IPAM on the node's pod CIDR). `cni: reference` swaps in the
+(bridge + host-local style IPAM on the node's pod CIDR). The default route comes from
+`isDefaultGateway` alone: the reference bridge refuses an IPAM default route on top of it. `cni: reference` swaps in the
 reference plugins from containernetworking-plugins, which speak CNI up to 1.0.0.
 """
 
@@ -28,7 +29,6 @@ def cni_conflists(
     ipam: dict[str, Any] = {
         "type": "host-local" if reference else "kubewire-ipam",
         "ranges": [[{"subnet": str(pod_cidr)}]],
-        "routes": [{"dst": "0.0.0.0/0"}],
         "dataDir": str(node_dir / "ipam"),
     }
     pod_network = {

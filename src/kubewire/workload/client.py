@@ -28,6 +28,14 @@ def raise_for_reply(reply: dict[str, Any]) -> dict[str, Any]:
     raise RequestRejectedError(message, code)
 
 
+def _start_message(spec: ContainerStart | None, wire: dict[str, Any]) -> dict[str, Any]:
+    if spec is None:
+        spec = ContainerStart.from_wire(wire)
+    elif wire:
+        raise TypeError("pass a ContainerStart or keyword fields, not both")
+    return spec.to_wire()
+
+
 class PodServerClient:
     """Blocking client; one connection, reconnected on demand; safe to share between threads."""
 
@@ -118,9 +126,13 @@ class PodServerClient:
     def ping(self) -> dict[str, Any]:
         return self.call({"op": "ping"})
 
-    def start(self, spec: ContainerStart) -> list[str]:
-        """Serve a container; returns the bound ports ("80/TCP"). All or nothing."""
-        return list(self.call(spec.to_wire()).get("bound", []))
+    def start(self, spec: ContainerStart | None = None, /, **wire: Any) -> list[str]:
+        """Serve a container; returns the bound ports ("80/TCP"). All or nothing.
+
+        Pass a ContainerStart, or its wire fields as keywords (id=, pod=, namespace=,
+        node=, podIP=, netns=, container=, ports=[{"port": 80, "protocol": "TCP"}], log=).
+        """
+        return list(self.call(_start_message(spec, wire)).get("bound", []))
 
     def stop(self, container_id: str) -> bool:
         """Stop serving a container; False if the server did not know it (already stopped)."""
@@ -197,8 +209,8 @@ class AsyncPodServerClient:
     async def ping(self) -> dict[str, Any]:
         return await self.call({"op": "ping"})
 
-    async def start(self, spec: ContainerStart) -> list[str]:
-        return list((await self.call(spec.to_wire())).get("bound", []))
+    async def start(self, spec: ContainerStart | None = None, /, **wire: Any) -> list[str]:
+        return list((await self.call(_start_message(spec, wire))).get("bound", []))
 
     async def stop(self, container_id: str) -> bool:
         return bool((await self.call({"op": "stop", "id": container_id})).get("found"))

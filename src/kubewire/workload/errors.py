@@ -7,8 +7,12 @@ class WorkloadError(Exception):
     """Base of every error raised by kubewire.workload."""
 
 
-class ControlError(WorkloadError):
-    """The pod server's control socket could not be reached or answered nonsense."""
+class ControlError(WorkloadError, ConnectionError):
+    """The pod server's control socket could not be reached or answered nonsense.
+
+    Also a ConnectionError, so callers that retry on OSError while the server starts
+    keep working.
+    """
 
 
 class RequestRejectedError(WorkloadError):

@@ -41,6 +41,7 @@ __all__ = [
     "process_start_ticks",
     "read_record",
     "record_process",
+    "spawn",
     "start_process",
     "write_record",
 ]
@@ -92,6 +93,10 @@ class KillResult(enum.Enum):
     TERMINATED = "terminated"  # the group ended after SIGTERM
     KILLED = "killed"  # the group needed SIGKILL
 
+    def __bool__(self) -> bool:
+        """True if something was stopped (`if kill_recorded(f): count += 1`)."""
+        return self in (KillResult.TERMINATED, KillResult.KILLED)
+
 
 @dataclass(frozen=True, slots=True)
 class _Stat:
@@ -129,12 +134,23 @@ def record_process(pid: int, argv: Iterable[str], log: str | Path = "") -> Proce
     return ProcessRecord(pid, ticks, tuple(argv), str(log))
 
 
-def write_record(record: ProcessRecord, pid_file: str | Path) -> None:
-    """Write atomically, so a reader never sees half a record."""
+def write_record(
+    record: ProcessRecord | int,
+    pid_file: str | Path,
+    argv: Iterable[str] = (),
+    log: str | Path = "",
+) -> ProcessRecord:
+    """Write a record as JSON, atomically (a reader never sees half a record).
+
+    `record` may also be a PID: the record is then made by record_process(pid, argv, log).
+    """
+    if not isinstance(record, ProcessRecord):
+        record = record_process(record, argv, log)
     path = Path(pid_file)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record.to_wire()) + "\n")
     os.replace(tmp, path)
+    return record
 
 
 def read_record(pid_file: str | Path) -> ProcessRecord:
@@ -209,6 +225,20 @@ def start_process(
     if pid_file is not None:
         write_record(record, pid_file)
     return RunningProcess(record, popen)
+
+
+def spawn(
+    container: Mapping[str, Any],
+    netns: str | Path,
+    uts: str | Path | None,
+    log: str | Path,
+    pid_file: str | Path | None,
+    *,
+    hostname: str,
+) -> RunningProcess:
+    """start_process() with positional namespace paths (the node agent's call shape);
+    `hostname` is the pod name given to the process as HOSTNAME."""
+    return start_process(container, pod=hostname, netns=netns, uts=uts, log=log, pid_file=pid_file)
 
 
 def _live_sessions() -> dict[int, list[int]]:
@@ -291,9 +321,13 @@ def kill_record(record: ProcessRecord, grace: float = 2.0) -> KillResult:
 def kill_recorded(pid_file: str | Path, grace: float = 2.0, *, remove: bool = True) -> KillResult:
     """Stop the process group recorded in `pid_file` (never a PID whose start time differs).
 
-    Afterwards the recorded process is not running in any case (STALE means it ended
-    long ago), so the pid file is removed unless `remove` is false.
+    A missing pid file means nothing to stop (GONE); an unreadable one raises
+    ProcessRecordError and signals nothing. Afterwards the recorded process is not
+    running in any case (STALE means it ended long ago), so the pid file is removed
+    unless `remove` is false.
     """
+    if not os.path.lexists(pid_file):
+        return KillResult.GONE
     result = kill_record(read_record(pid_file), grace)
     if remove:
         Path(pid_file).unlink(missing_ok=True)

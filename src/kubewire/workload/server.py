@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kubewire.kernel.netns import entered
 from kubewire.workload.echo import (
@@ -228,8 +228,8 @@ class _UdpEcho(asyncio.DatagramProtocol):
         self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        # Python 3.11's selector datagram transport does not subclass DatagramTransport.
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         transport = self._transport
@@ -327,6 +327,7 @@ class PodServer:
         self._home_netns = _thread_netns()
         self._control: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._control_clients: dict[asyncio.StreamWriter, asyncio.Task[Any]] = {}
         self.shutdown_requested = asyncio.Event()
 
     # --- access logs -------------------------------------------------------------------
@@ -545,6 +546,9 @@ class PodServer:
     async def _control_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._control_clients[writer] = task
         try:
             while True:
                 try:
@@ -568,6 +572,7 @@ class PodServer:
         except ConnectionError:
             pass
         finally:
+            self._control_clients.pop(writer, None)
             writer.close()
 
     async def _sweep_idle(self) -> None:
@@ -584,6 +589,12 @@ class PodServer:
             self._sweeper.cancel()
         if self._control is not None:
             self._control.close()
+        # Closing the connections ends their handlers through EOF, not cancellation.
+        clients = list(self._control_clients.items())
+        for writer, _ in clients:
+            writer.close()
+        if clients:
+            await asyncio.wait([task for _, task in clients], timeout=1.0)
         for container in self._sorted():
             self._close_container(container)
         self.containers.clear()

@@ -16,6 +16,9 @@ Differences on purpose:
   lowest port MAC as ports come and go.
 - IPAM `kubewire-ipam` runs in-process (see skel.delegate); any other IPAM type is
   executed from CNI_PATH as the spec describes.
+- If IPAM already returns a default route, `isDefaultGateway` does not add a second one
+  (the reference v1.1.1 fails with "file exists").
+- It refuses to work in the machine's own network namespace (lab safety).
 """
 
 from __future__ import annotations
@@ -126,6 +129,8 @@ def host_veth_name(container_id: str, ifname: str) -> str:
 
 def cmd_add(request: PluginRequest) -> Result:
     conf = BridgeConf.from_config(request.config)
+    nl.refuse_init_netns(request.host_netns, "host")
+    nl.refuse_init_netns(request.env.netns, "container")
     ns_fd = nl.open_netns_fd(request.env.netns)
     try:
         ipam_result = _ipam(conf, request)
@@ -358,6 +363,8 @@ def _undo_add(request: PluginRequest, conf: BridgeConf) -> None:
 
 def cmd_del(request: PluginRequest) -> None:
     conf = BridgeConf.from_config(request.config)
+    nl.refuse_init_netns(request.host_netns, "host")
+    nl.refuse_init_netns(request.env.netns, "container")
     ipam_error: CniError | None = None
     if conf.ipam_type is not None:
         try:

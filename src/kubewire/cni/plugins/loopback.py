@@ -29,6 +29,7 @@ def cmd_add(request: PluginRequest) -> Result:
     netns = request.env.netns
     if not nl.netns_exists(netns):
         raise CniError(ErrorCode.UNKNOWN_CONTAINER, f"network namespace {netns} does not exist")
+    nl.refuse_init_netns(netns, "container")
     try:
         with Rtnl.opened_in(netns) as rtnl:
             index = _loopback(rtnl).index
@@ -57,6 +58,7 @@ def cmd_del(request: PluginRequest) -> None:
     netns = request.env.netns
     if not nl.netns_exists(netns):
         return  # nothing left to tidy: DEL must succeed
+    nl.refuse_init_netns(netns, "container")
     try:
         with Rtnl.opened_in(netns) as rtnl:
             rtnl.set_link(_loopback(rtnl).index, up=False)

@@ -18,6 +18,35 @@ def open_netns_fd(netns: str) -> int:
         ) from None
 
 
+_INIT_NETNS_REFERENCES = ("/proc/1/ns/net", "/proc/2/ns/net")
+
+
+def refuse_init_netns(netns: str, role: str) -> None:
+    """Refuse to program the machine's own network namespace.
+
+    kubewire builds its lab strictly inside namespaces it created; a runtime that
+    forgot to enter the node namespace must fail loudly, not rewire the real host.
+    The machine's namespace is PID 1's, or kthreadd's (PID 2, always in the initial
+    namespace) where a sandbox hides PID 1's namespace even from root.
+    """
+    try:
+        target = os.stat(netns)
+    except OSError:
+        return  # missing namespaces are reported by the caller, in context
+    for reference in _INIT_NETNS_REFERENCES:
+        try:
+            init = os.stat(reference)
+        except OSError:
+            continue
+        if (target.st_dev, target.st_ino) != (init.st_dev, init.st_ino):
+            continue
+        raise CniError(
+            ErrorCode.INVALID_ENVIRONMENT,
+            f"refusing to use the machine's own network namespace as the {role} namespace",
+            "invoke kubewire plugins inside a lab node's namespace (CniRuntime host_netns)",
+        )
+
+
 def netns_exists(netns: str) -> bool:
     return bool(netns) and os.path.exists(netns)
 
