@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -69,7 +71,7 @@ def test_any_split_gives_the_same_events(cuts: list[int]) -> None:
     parser = RequestParser()
     events: list[Event] = []
     points = [0, *sorted(cuts), len(PIPELINE)]
-    for start, end in zip(points, points[1:], strict=False):
+    for start, end in itertools.pairwise(points):
         events += parser.feed(PIPELINE[start:end])
     assert events == RequestParser().feed(PIPELINE)
 

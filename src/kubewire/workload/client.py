@@ -255,13 +255,18 @@ def spawn_server(
                     + (f"; see {log}" if log is not None else "")
                 )
             try:
-                client.ping()
-                return proc
+                # Another server may still own the socket: only our own answer counts.
+                if client.ping().get("pid") == proc.pid:
+                    return proc
             except ControlError:
-                if time.monotonic() >= deadline:
-                    proc.kill()
-                    proc.wait()
-                    raise
-                time.sleep(0.02)
+                pass
+            if time.monotonic() >= deadline:
+                proc.kill()
+                proc.wait()
+                raise ControlError(
+                    f"pod server (pid {proc.pid}) did not answer on {control} within"
+                    f" {ready_timeout:g}s"
+                )
+            time.sleep(0.02)
     finally:
         client.close()
