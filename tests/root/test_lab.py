@@ -152,7 +152,8 @@ def test_bad_manifest_changes_nothing(tmp_path: Path) -> None:
         before_pods = pods(name)
         before_ns = lab_namespaces(name)
         r = kw("apply", "-f", str(bad), lab=name, check=False)
-        assert r.returncode == 2 and "must be between 1 and 65535" in r.stderr
+        assert r.returncode == 2 and "bad.yaml:27: spec.template.spec.containers[0].ports[0]" \
+            ".containerPort: must be a port number (1-65535)" in r.stderr
         r = kw("apply", "-f", "-", lab=name, stdin="kind: Pod\napiVersion: v1\nmetadata: {}\n",
                check=False)
         assert r.returncode == 2 and "metadata.name" in r.stderr

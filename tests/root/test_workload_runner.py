@@ -20,7 +20,7 @@ from kubewire.workload.runner import (
     kill_record,
     kill_recorded,
     read_record,
-    spawn,
+
     start_process,
     write_record,
 )
@@ -133,7 +133,7 @@ def test_env_hostname_and_workdir(
         "workingDir": "/tmp",
     }
     log = tmp_path / "env.log"
-    running = spawn(container, pod.netns, pod.uts, log, None, hostname="web-7f9c")
+    running = start_process(container, pod="web-7f9c", netns=pod.netns, uts=pod.uts, log=log)
     started.append(running.popen)
     assert running.popen.wait(timeout=10) == 0
     assert log.read_text() == "web-7f9c|hello|hello|/tmp\n"

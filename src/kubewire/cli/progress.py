@@ -17,7 +17,7 @@ class Progress:
         self.enabled = enabled
         self._rich: RichProgress | None = None
         self._task = 0
-        self._last_plain = 0.0
+        self._last_plain = time.monotonic()
         self._last_text = ""
 
     def __enter__(self) -> Progress:

@@ -39,7 +39,8 @@ from kubewire.routing import (
 from kubewire.store.store import StoreClient
 from kubewire.workload import runner
 from kubewire.workload.client import PodServerClient
-from kubewire.workload.readiness import probe_tcp
+from kubewire.workload.containers import builtin_ports, decide
+from kubewire.workload.readiness import probe, readiness_checks
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class PodRecord:
     netns_path: Path
     uts_path: Path
     builtin_ids: list[str] = field(default_factory=list)
+    processes: list[runner.RunningProcess] = field(default_factory=list)
     pid_files: list[Path] = field(default_factory=list)
     ip: str = ""
 
@@ -214,7 +216,7 @@ class NodeAgent:
                              message=f"{type(exc).__name__}: {exc}", reason="SandboxFailed")
             return
         self.pods[uid] = record
-        ready = not record.pid_files
+        ready = not record.processes
         self._set_status(pod, phase="Running", ready=ready, ip=record.ip)
         log.info("pod %s/%s up in %.0f ms at %s", ns, name,
                  (time.monotonic() - started) * 1000, record.ip)
@@ -234,7 +236,9 @@ class NodeAgent:
         hostname = pod["spec"].get("hostname") or name
         netns.create_netns(netns_name, record.uts_path, hostname[:63])
         try:
-            args = {"K8S_POD_NAMESPACE": ns, "K8S_POD_NAME": name,
+            # IgnoreUnknown first, as the CRI runtimes send it: the reference plugins
+            # otherwise refuse the K8S_* keys they do not use.
+            args = {"IgnoreUnknown": "1", "K8S_POD_NAMESPACE": ns, "K8S_POD_NAME": name,
                     "K8S_POD_INFRA_CONTAINER_ID": record.container_id, "K8S_POD_UID": record.uid}
             ip = ""
             for conflist in self.conflists:
@@ -255,15 +259,15 @@ class NodeAgent:
         for c in pod["spec"].get("containers", []):
             log_path = names.container_log(self.lab, record.namespace, record.name, c["name"])
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            if runner.decide(c) == "exec":
+            if decide(c) == "exec":
                 pid_file = self.dirs.pids / f"{record.namespace}_{record.name}_{c['name']}.json"
-                runner.spawn(c, record.netns_path, record.uts_path, log_path, pid_file,
-                             hostname=record.name)
+                proc = runner.start_process(c, pod=record.name, netns=record.netns_path,
+                                            uts=record.uts_path, log=log_path, pid_file=pid_file)
+                record.processes.append(proc)
                 record.pid_files.append(pid_file)
             else:
                 cid = f"{record.container_id}/{c['name']}"
-                ports = [{"port": p["containerPort"], "protocol": p.get("protocol", "TCP")}
-                         for p in c.get("ports", [])]
+                ports = [p.to_wire() for p in builtin_ports(c)]
                 self.podserver.start(
                     id=cid, pod=record.name, namespace=record.namespace, node=self.node,
                     podIP=record.ip, netns=str(record.netns_path), container=c["name"],
@@ -271,17 +275,17 @@ class NodeAgent:
                 record.builtin_ids.append(cid)
 
     async def _wait_ready(self, pod: dict[str, Any], record: PodRecord) -> None:
-        ports = [p["containerPort"] for c in pod["spec"].get("containers", [])
-                 for p in c.get("ports", []) if p.get("protocol", "TCP") == "TCP"]
+        checks = [chk for c in pod["spec"].get("containers", []) if decide(c) == "exec"
+                  for chk in readiness_checks(c)]
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if record.uid not in self.pods:
                 return
-            checks = [await loop.run_in_executor(
-                self.pool, probe_tcp, record.netns_path, "127.0.0.1", port, 0.5)
-                for port in ports]
-            if all(checks):
+            results = [await loop.run_in_executor(
+                self.pool, probe, record.netns_path, record.ip or "127.0.0.1", chk, 0.5)
+                for chk in checks]
+            if all(results):
                 self._set_status(pod, phase="Running", ready=True, ip=record.ip)
                 return
             await asyncio.sleep(0.2)
@@ -298,9 +302,12 @@ class NodeAgent:
                 self.podserver.stop(cid)
             except Exception:
                 log.exception("stopping %s", cid)
-        for pid_file in record.pid_files:
-            runner.kill_recorded(pid_file)
-            pid_file.unlink(missing_ok=True)
+        if record.processes:
+            runner.kill_records([p.record for p in record.processes])
+            for p in record.processes:
+                p.popen.wait(timeout=5)  # reap, so no zombie is left behind
+            for pid_file in record.pid_files:
+                pid_file.unlink(missing_ok=True)
         for conflist in reversed(self.conflists):
             try:
                 self.cni.delete(conflist, record.container_id, str(record.netns_path),

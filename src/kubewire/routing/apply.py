@@ -8,7 +8,7 @@ Ownership, so that nothing else in the namespace is touched:
 
 Each sync reads five netlink dumps, then sends its changes in at most a few batches
 (stale objects; each link change; new objects), one datagram per batch with one ack per
-message, through the small codec in `rtnl.py`.
+message, through the hand-written codec in `kubewire.kernel.rtnl`.
 
 Netlink has no transactions. The whole plan is computed and validated before the first
 change, so bad input changes nothing; if the kernel refuses a step half-way, the next
@@ -22,12 +22,12 @@ import errno
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from kubewire.kernel.netns import entered
-from kubewire.routing import rtnl
+from kubewire.kernel import rtnl
+from kubewire.kernel.rtnl import Builder, Mode, Rtnl
 from kubewire.routing.model import (
     RTPROT_KUBEWIRE,
     AttrValue,
@@ -44,10 +44,7 @@ from kubewire.routing.plan import ActualState, Op, SyncReport, Verb, plan_sync
 #: Alias set on every link the routing package creates (`ip -d link` shows "alias ...").
 OWNER_ALIAS = "kubewire-routing"
 
-_NETLINK_ROUTE = 0
-_BATCH = 256  # messages per datagram: their acks must fit the receive buffer
 _GONE = (errno.ENOENT, errno.ESRCH, errno.ENODEV)
-_TIMEOUT = 10.0
 
 
 class RoutingKernel(Protocol):
@@ -89,86 +86,10 @@ def read_node_network(netns_path: Path | str) -> ActualState:
         raise SyncError(f"cannot read node namespace {netns_path}: {exc}") from exc
 
 
-class NetlinkSocket:
-    """A blocking NETLINK_ROUTE socket, bound in the namespace it was opened in."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._seq = 0
-        self._buffer = bytearray(1 << 18)
-
-    @classmethod
-    def open(cls, netns_path: Path | str) -> NetlinkSocket:
-        with entered(netns_path):
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_ROUTE)
-        try:
-            sock.setsockopt(rtnl.SOL_NETLINK, rtnl.NETLINK_CAP_ACK, 1)
-            sock.setsockopt(rtnl.SOL_NETLINK, rtnl.NETLINK_EXT_ACK, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-            sock.bind((0, 0))
-            sock.settimeout(_TIMEOUT)  # the kernel answers at once; never hang a node agent
-        except BaseException:
-            sock.close()
-            raise
-        return cls(sock)
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
-
-    def _receive(self) -> Iterator[rtnl.NlMsg]:
-        size = self._sock.recv_into(self._buffer)
-        return rtnl.parse_messages(memoryview(self._buffer)[:size])
-
-    def dump(self, msg_type: int, family: int) -> list[rtnl.NlMsg]:
-        for _attempt in range(5):
-            seq = self._next_seq()
-            self._sock.send(rtnl.dump_request(msg_type, family, seq))
-            found: list[rtnl.NlMsg] = []
-            interrupted = False
-            done = False
-            while not done:
-                for msg in self._receive():
-                    if msg.seq != seq:
-                        continue
-                    if msg.type == rtnl.NLMSG_DONE:
-                        done = True
-                    elif msg.type == rtnl.NLMSG_ERROR:
-                        ack = rtnl.parse_ack(msg)
-                        raise SyncError(f"netlink dump failed: {os.strerror(ack.error)}")
-                    else:
-                        interrupted |= bool(msg.flags & rtnl.NLM_F_DUMP_INTR)
-                        found.append(msg)
-            if not interrupted:
-                return found
-        raise SyncError("netlink dumps kept being interrupted by concurrent changes; retry")
-
-    def transact(self, builders: Sequence[Callable[[int], bytes]]) -> list[rtnl.Ack]:
-        """Send requests in batches; return their acks in request order."""
-        acks: list[rtnl.Ack] = []
-        for start in range(0, len(builders), _BATCH):
-            chunk = builders[start : start + _BATCH]
-            seqs = [self._next_seq() for _ in chunk]
-            self._sock.send(b"".join(build(seq) for build, seq in zip(chunk, seqs, strict=True)))
-            pending = set(seqs)
-            got: dict[int, rtnl.Ack] = {}
-            while pending:
-                for msg in self._receive():
-                    if msg.type == rtnl.NLMSG_ERROR and msg.seq in pending:
-                        got[msg.seq] = rtnl.parse_ack(msg)
-                        pending.discard(msg.seq)
-            acks.extend(got[seq] for seq in seqs)
-        return acks
-
-
 class NetlinkKernel:
     """RoutingKernel over a netlink socket opened inside one network namespace."""
 
-    def __init__(self, sock: NetlinkSocket) -> None:
+    def __init__(self, sock: Rtnl) -> None:
         self._sock = sock
         self._index: dict[str, int] = {}
         self._addresses: dict[str, tuple[str, ...]] = {}
@@ -178,17 +99,23 @@ class NetlinkKernel:
     def open(cls, netns_path: Path | str) -> Iterator[NetlinkKernel]:
         if not os.path.exists(netns_path):
             raise SyncError(f"node namespace {netns_path} does not exist")
-        sock = NetlinkSocket.open(netns_path)
-        try:
+        with Rtnl.open(netns_path) as sock:
             yield cls(sock)
-        finally:
-            # An open socket pins the namespace: close it, or deleting the node leaks it.
-            sock.close()
 
     # -- reading ---------------------------------------------------------------------
 
+    def _dump(self, msg_type: int, family: int = socket.AF_UNSPEC) -> list[rtnl.NlMsg]:
+        try:
+            return self._sock.dump(msg_type, family)
+        except rtnl.DumpInterruptedError:
+            raise SyncError(
+                "netlink dumps kept being interrupted by concurrent changes; retry"
+            ) from None
+        except rtnl.NetlinkError as exc:
+            raise SyncError(f"netlink dump failed: {os.strerror(exc.errno)}") from None
+
     def _read_links(self) -> list[rtnl.LinkInfo]:
-        links = [rtnl.decode_link(m) for m in self._sock.dump(rtnl.RTM_GETLINK, 0)]
+        links = [rtnl.decode_link(m) for m in self._dump(rtnl.RTM_GETLINK)]
         self._index = {link.name: link.index for link in links}
         return links
 
@@ -196,7 +123,7 @@ class NetlinkKernel:
         raw_links = self._read_links()
         names = {link.index: link.name for link in raw_links}
         nets: dict[int, list[str]] = {index: [] for index in names}
-        for msg in self._sock.dump(rtnl.RTM_GETADDR, socket.AF_INET):
+        for msg in self._dump(rtnl.RTM_GETADDR, socket.AF_INET):
             addr = rtnl.decode_addr(msg)
             if addr.address is not None and addr.index in nets:
                 nets[addr.index].append(f"{addr.address}/{addr.prefixlen}")
@@ -226,7 +153,7 @@ class NetlinkKernel:
         self._addresses = {link.name: link.addresses for link in links}
 
         routes: list[Route] = []
-        for msg in self._sock.dump(rtnl.RTM_GETROUTE, socket.AF_INET):
+        for msg in self._dump(rtnl.RTM_GETROUTE, socket.AF_INET):
             route = rtnl.decode_route(msg)
             if route.proto != RTPROT_KUBEWIRE or route.table != rtnl.RT_TABLE_MAIN:
                 continue
@@ -242,7 +169,7 @@ class NetlinkKernel:
         neighbours: list[Neighbour] = []
         fdb: list[FdbEntry] = []
         if owned_index:
-            for msg in self._sock.dump(rtnl.RTM_GETNEIGH, socket.AF_INET):
+            for msg in self._dump(rtnl.RTM_GETNEIGH, socket.AF_INET):
                 neigh = rtnl.decode_neigh(msg)
                 if (
                     neigh.ifindex in owned_index
@@ -257,9 +184,10 @@ class NetlinkKernel:
                         )
                     )
         if vxlan_index:
-            for msg in self._sock.dump(rtnl.RTM_GETNEIGH, socket.AF_BRIDGE):
+            for msg in self._dump(rtnl.RTM_GETNEIGH, socket.AF_BRIDGE):
                 entry = rtnl.decode_neigh(msg)
-                if entry.ifindex in vxlan_index and entry.dst and entry.lladdr:
+                # IPv4 remotes only: the VTEPs this package creates have an IPv4 underlay.
+                if entry.ifindex in vxlan_index and entry.dst and "." in entry.dst and entry.lladdr:
                     fdb.append(
                         FdbEntry(mac=entry.lladdr, dst_ip=entry.dst, dev=owned_index[entry.ifindex])
                     )
@@ -292,28 +220,23 @@ class NetlinkKernel:
             raise SyncError(f"device {name} vanished from the node namespace during sync")
         return index
 
-    def _encode(self, op: Op) -> Callable[[int], bytes]:
+    def _encode(self, op: Op) -> Builder:
         obj = op.obj
         keep = op.verb is not Verb.DELETE
         if isinstance(obj, Route):
             oif = self._ifindex(obj.dev)
+            mode = Mode.REPLACE if keep else Mode.DELETE
             return lambda seq: rtnl.route_message(
-                keep,
-                seq,
-                dst=obj.dst,
-                oif=oif,
-                gateway=obj.gateway,
-                onlink=obj.onlink,
-                proto=RTPROT_KUBEWIRE,
+                seq, mode, obj.dst, oif, obj.gateway, onlink=obj.onlink, proto=RTPROT_KUBEWIRE
             )
         if isinstance(obj, Neighbour):
             index = self._ifindex(obj.dev)
-            return lambda seq: rtnl.neigh_message(keep, seq, ifindex=index, ip=obj.ip, mac=obj.mac)
+            mode = Mode.REPLACE if keep else Mode.DELETE
+            return lambda seq: rtnl.neigh_message(seq, mode, index, obj.ip, obj.mac)
         if isinstance(obj, FdbEntry):
             index = self._ifindex(obj.dev)
-            return lambda seq: rtnl.fdb_message(
-                keep, seq, ifindex=index, mac=obj.mac, dst=obj.dst_ip
-            )
+            mode = Mode.APPEND if keep else Mode.DELETE
+            return lambda seq: rtnl.fdb_message(seq, mode, index, obj.mac, obj.dst_ip)
         raise TypeError(f"links are not batched: {op}")
 
     def _apply_batch(self, batch: Sequence[Op]) -> None:
@@ -334,13 +257,15 @@ class NetlinkKernel:
             op, ack = failed[0]
             raise SyncError(
                 f"the kernel refused {len(failed)} of {len(batch)} changes; first: {op}: "
-                f"{_describe(ack)} (the node is partly synced; fix the cause and sync again)"
+                f"{rtnl.describe_error(ack.error, ack.text)} (the node is partly synced; fix the cause and sync again)"
             )
 
     def _check(self, what: str, acks: Sequence[rtnl.Ack]) -> None:
         for ack in acks:
             if ack.error:
-                raise SyncError(f"the kernel refused to {what}: {_describe(ack)}")
+                raise SyncError(
+                    f"the kernel refused to {what}: {rtnl.describe_error(ack.error, ack.text)}"
+                )
 
     def _apply_link(self, verb: Verb, link: Link) -> None:
         if verb is Verb.DELETE:
@@ -369,7 +294,11 @@ class NetlinkKernel:
         elif link.attrs:
             raise SyncError(f"the applier cannot create {link.kind} links with attributes")
         (ack,) = self._sock.transact(
-            [lambda seq: rtnl.new_link(seq, link.name, link.kind, link.mtu, link.mac, vxlan)]
+            [
+                lambda seq: rtnl.new_link(
+                    seq, link.name, link.kind, mtu=link.mtu, mac=link.mac, vxlan=vxlan
+                )
+            ]
         )
         if ack.error in (errno.EOPNOTSUPP, errno.EAFNOSUPPORT):
             raise kernel_support_error(link.kind)
@@ -378,7 +307,7 @@ class NetlinkKernel:
     def _converge_link(self, link: Link) -> None:
         index = self._ifindex(link.name)
         have = set(self._addresses.get(link.name, ()))
-        builders: list[Callable[[int], bytes]] = [
+        builders: list[Builder] = [
             lambda seq: rtnl.set_link(
                 seq, index, up=True, mtu=link.mtu, mac=link.mac, alias=OWNER_ALIAS
             )
@@ -392,9 +321,9 @@ class NetlinkKernel:
         self._addresses[link.name] = link.addresses
 
 
-def _addr_builder(add: bool, index: int, cidr: str) -> Callable[[int], bytes]:
-    address, prefixlen = cidr.split("/")
-    return lambda seq: rtnl.addr_message(add, seq, index, address, int(prefixlen))
+def _addr_builder(add: bool, index: int, cidr: str) -> Builder:
+    mode = Mode.REPLACE if add else Mode.DELETE
+    return lambda seq: rtnl.addr_message(seq, mode, index, cidr)
 
 
 def _link_attrs(raw: rtnl.LinkInfo, names: dict[int, str]) -> tuple[tuple[str, AttrValue], ...]:
@@ -407,8 +336,3 @@ def _link_attrs(raw: rtnl.LinkInfo, names: dict[int, str]) -> tuple[tuple[str, A
         ("local", raw.vxlan.local),
         ("vni", raw.vxlan.vni),
     )
-
-
-def _describe(ack: rtnl.Ack) -> str:
-    text = os.strerror(ack.error)
-    return f"{text} (kernel: {ack.text})" if ack.text else text

@@ -41,7 +41,6 @@ __all__ = [
     "process_start_ticks",
     "read_record",
     "record_process",
-    "spawn",
     "start_process",
     "write_record",
 ]
@@ -227,18 +226,6 @@ def start_process(
     return RunningProcess(record, popen)
 
 
-def spawn(
-    container: Mapping[str, Any],
-    netns: str | Path,
-    uts: str | Path | None,
-    log: str | Path,
-    pid_file: str | Path | None,
-    *,
-    hostname: str,
-) -> RunningProcess:
-    """start_process() with positional namespace paths (the node agent's call shape);
-    `hostname` is the pod name given to the process as HOSTNAME."""
-    return start_process(container, pod=hostname, netns=netns, uts=uts, log=log, pid_file=pid_file)
 
 
 def _live_sessions() -> dict[int, list[int]]:
