@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubewire.kernel import netns
+from kubewire.kernel import hostlimits, netns
 from kubewire.lab import names
 from kubewire.lab.state import LabDirs, list_labs
 from kubewire.workload.runner import kill_recorded
@@ -65,6 +65,7 @@ def cleanup_lab(lab: str) -> CleanupReport:
         _unmount_tree(dirs.root)
         shutil.rmtree(dirs.root, ignore_errors=True)
         report.directories.append(str(dirs.root))
+    restore_host_limits_if_idle()
     return report
 
 
@@ -90,7 +91,14 @@ def cleanup_all() -> CleanupReport:
         total.processes += r.processes
         total.namespaces += r.namespaces
         total.directories += r.directories
+    restore_host_limits_if_idle()
     return total
+
+
+def restore_host_limits_if_idle() -> None:
+    """Once no lab is left, put the machine-wide neighbour-table limits back."""
+    if not all_lab_names():
+        hostlimits.restore(names.state_root())
 
 
 def wait_gone(paths: list[Path], timeout: float = 5.0) -> bool:

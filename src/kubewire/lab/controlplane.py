@@ -69,9 +69,25 @@ class ControlPlane:
         return self._dirty.is_set()
 
     async def _pump(self, watch: Any) -> None:
-        async for _event in watch:
-            watch.drain()
-            self._dirty.set()
+        # Status writes (every pod becoming ready) cannot change what the controllers
+        # want, and a full pass costs ~0.1 s at 1,000 pods: skip events that changed
+        # neither spec (generation) nor labels.
+        seen: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        async for event in watch:
+            relevant = False
+            for ev in [event, *watch.drain()]:
+                key = key_of(ev.obj)
+                meta = ev.obj["metadata"]
+                if ev.type == "DELETED":
+                    seen.pop(key, None)
+                    relevant = True
+                    continue
+                fingerprint = (meta.get("generation"), meta.get("labels"))
+                if seen.get(key) != fingerprint:
+                    seen[key] = fingerprint
+                    relevant = True
+            if relevant:
+                self._dirty.set()
 
     # -- one pass ------------------------------------------------------------
     def reconcile(self) -> None:

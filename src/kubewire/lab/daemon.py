@@ -30,6 +30,7 @@ from kubewire.api.cluster import ClusterSpec
 from kubewire.cni.server import PluginServer
 from kubewire.cni.shim import install_plugins
 from kubewire.controllers import nodes as node_ctl
+from kubewire.kernel import hostlimits
 from kubewire.lab import names, topology
 from kubewire.lab.agent import NodeAgent
 from kubewire.lab.controlplane import ControlPlane
@@ -66,6 +67,9 @@ class LabDaemon:
     # -- start-up ----------------------------------------------------------------
     async def start(self) -> None:
         runner.write_record(os.getpid(), self.dirs.pids / "daemon.json", sys.argv)
+        for key, (old, new) in hostlimits.ensure_neighbour_capacity(names.state_root()).items():
+            log.info("raised %s from %d to %d (the neighbour table is shared by every "
+                     "namespace; see kubewire.kernel.hostlimits)", key, old, new)
         for ns in BUILTIN_NAMESPACES:
             self.store.put(_namespace(ns))
         loop = asyncio.get_running_loop()

@@ -112,7 +112,7 @@ class NetlinkKernel:
                 "netlink dumps kept being interrupted by concurrent changes; retry"
             ) from None
         except rtnl.NetlinkError as exc:
-            raise SyncError(f"netlink dump failed: {os.strerror(exc.errno)}") from None
+            raise SyncError(f"netlink dump failed: {os.strerror(exc.errno or 0)}") from None
 
     def _read_links(self) -> list[rtnl.LinkInfo]:
         links = [rtnl.decode_link(m) for m in self._dump(rtnl.RTM_GETLINK)]
@@ -257,15 +257,13 @@ class NetlinkKernel:
             op, ack = failed[0]
             raise SyncError(
                 f"the kernel refused {len(failed)} of {len(batch)} changes; first: {op}: "
-                f"{rtnl.describe_error(ack.error, ack.text)} (the node is partly synced; fix the cause and sync again)"
+                f"{ack.describe()} (the node is partly synced; fix the cause and sync again)"
             )
 
     def _check(self, what: str, acks: Sequence[rtnl.Ack]) -> None:
         for ack in acks:
             if ack.error:
-                raise SyncError(
-                    f"the kernel refused to {what}: {rtnl.describe_error(ack.error, ack.text)}"
-                )
+                raise SyncError(f"the kernel refused to {what}: {ack.describe()}")
 
     def _apply_link(self, verb: Verb, link: Link) -> None:
         if verb is Verb.DELETE:

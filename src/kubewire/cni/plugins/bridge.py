@@ -34,16 +34,6 @@ from typing import Any, NoReturn
 
 from kubewire.cni.invoke import NsRef
 from kubewire.cni.plugins import ipam, nl
-from kubewire.cni.plugins.rtnl import (
-    IFA_F_NODAD,
-    IFF_PROMISC,
-    RT_TABLE_MAIN,
-    IPAddress,
-    IPInterface,
-    Link,
-    NetlinkError,
-    Rtnl,
-)
 from kubewire.cni.plugins.skel import Handler, PluginRequest, delegate, dispatch, plugin_main
 from kubewire.cni.protocol import (
     DNS,
@@ -58,6 +48,16 @@ from kubewire.cni.protocol import (
     validate_ifname,
 )
 from kubewire.kernel.netns import entered
+from kubewire.kernel.rtnl import (
+    IFA_F_NODAD,
+    IFF_PROMISC,
+    RT_TABLE_MAIN,
+    IPAddress,
+    IPInterface,
+    LinkInfo,
+    NetlinkError,
+    Rtnl,
+)
 
 PLUGIN = "kubewire-bridge"
 DEFAULT_BRIDGE = "cni0"
@@ -162,7 +162,7 @@ def _attach(
     host_name = host_veth_name(env.container_id, env.ifname)
     host_mac, cont_mac = nl.random_mac(), nl.random_mac()
     ips, routes = _layer3(conf, ipam_result)
-    with Rtnl.opened_in(request.host_netns) as host, Rtnl.opened_in(env.netns) as cont:
+    with Rtnl.open(request.host_netns) as host, Rtnl.open(env.netns) as cont:
         bridge = _ensure_bridge(host, conf)
         _create_veth(host, conf, host_name, host_mac, env.ifname, cont_mac, ns_fd, bridge.index)
         if conf.hairpin_mode:
@@ -186,7 +186,7 @@ def _attach(
                     _enable_forwarding(family)
 
     interfaces = (
-        Interface(name=conf.bridge, mac=bridge.mac),
+        Interface(name=conf.bridge, mac=bridge.mac or ""),
         Interface(name=host_name, mac=host_mac),
         Interface(name=env.ifname, mac=cont_mac, sandbox=env.netns, mtu=conf.mtu),
     )
@@ -194,14 +194,14 @@ def _attach(
     return Result(request.cni_version, interfaces, ips, routes, dns)
 
 
-def _must_link(rtnl: Rtnl, name: str, where: str) -> Link:
+def _must_link(rtnl: Rtnl, name: str, where: str) -> LinkInfo:
     link = rtnl.link(name)
     if link is None:
         raise CniError(ErrorCode.KERNEL, f"{name} vanished from {where} right after creation")
     return link
 
 
-def _ensure_bridge(host: Rtnl, conf: BridgeConf) -> Link:
+def _ensure_bridge(host: Rtnl, conf: BridgeConf) -> LinkInfo:
     """The bridge, created up if missing; many ADDs may race to create it."""
     link = host.link(conf.bridge)
     if link is None:
@@ -309,7 +309,7 @@ def _add_route(cont: Rtnl, index: int, route: Route, gateways: Mapping[int, str]
     )
 
 
-def _ensure_gateway_address(host: Rtnl, bridge: Link, ip: IPConfig) -> None:
+def _ensure_gateway_address(host: Rtnl, bridge: LinkInfo, ip: IPConfig) -> None:
     assert ip.gateway is not None
     network = ipaddress.ip_interface(ip.address).network
     gw = ipaddress.ip_interface(f"{ip.gateway}/{network.prefixlen}")
@@ -346,7 +346,7 @@ def _enable_forwarding(family: int) -> None:
 def _undo_add(request: PluginRequest, conf: BridgeConf) -> None:
     """Best-effort rollback of a failed ADD: drop the veth, then the address."""
     host_name = host_veth_name(request.env.container_id, request.env.ifname)
-    with contextlib.suppress(Exception), Rtnl.opened_in(request.host_netns) as host:
+    with contextlib.suppress(Exception), Rtnl.open(request.host_netns) as host:
         host.delete_link(host_name)
     if conf.ipam_type is not None:
         undo = replace(
@@ -373,11 +373,11 @@ def cmd_del(request: PluginRequest) -> None:
             ipam_error = exc  # still remove our links; report the IPAM failure after
     env = request.env
     try:
-        with Rtnl.opened_in(request.host_netns) as host:
+        with Rtnl.open(request.host_netns) as host:
             deleted = host.delete_link(host_veth_name(env.container_id, env.ifname))
         if not deleted and nl.netns_exists(env.netns):
             # Not our name on the host side (renamed, or added by an older version).
-            with Rtnl.opened_in(env.netns) as cont:
+            with Rtnl.open(env.netns) as cont:
                 link = cont.link(env.ifname)
                 if link is not None and link.kind == "veth":
                     cont.delete_link(index=link.index)
@@ -408,9 +408,9 @@ def cmd_check(request: PluginRequest) -> None:
     if not nl.netns_exists(env.netns):
         raise CniError(ErrorCode.UNKNOWN_CONTAINER, f"network namespace {env.netns} is gone")
     try:
-        with Rtnl.opened_in(env.netns) as cont:
+        with Rtnl.open(env.netns) as cont:
             _check_container(cont, conf, prev, index)
-        with Rtnl.opened_in(request.host_netns) as host:
+        with Rtnl.open(request.host_netns) as host:
             _check_host(host, conf, prev, env.container_id, env.ifname)
     except CniError:
         raise
@@ -429,7 +429,7 @@ def _check_container(cont: Rtnl, conf: BridgeConf, prev: Result, index: int) -> 
         _check_failed(f"interface {expected.name} is missing from {expected.sandbox}")
     if link.kind != "veth":
         _check_failed(f"interface {expected.name} is a {link.kind}, not a veth")
-    if expected.mac and link.mac.lower() != expected.mac.lower():
+    if expected.mac and (link.mac or "").lower() != expected.mac.lower():
         _check_failed(f"interface {expected.name} has MAC {link.mac}, expected {expected.mac}")
     if conf.mtu and link.mtu != conf.mtu:
         _check_failed(f"interface {expected.name} has MTU {link.mtu}, not {conf.mtu}")
@@ -445,7 +445,7 @@ def _check_container(cont: Rtnl, conf: BridgeConf, prev: Result, index: int) -> 
         dst = ipaddress.ip_network(route.dst, strict=False)
         gw = route.gw or gateways.get(dst.version)
         want_gw = ipaddress.ip_address(gw) if gw else None
-        if not any(r.dst == dst and (want_gw is None or r.gateway == want_gw) for r in routes):
+        if not any(r.network == dst and want_gw in (None, r.gateway_ip) for r in routes):
             via = f" via {gw}" if gw else ""
             _check_failed(f"route to {dst}{via} is missing from {expected.sandbox}")
 

@@ -10,15 +10,15 @@ from collections.abc import Mapping
 
 from kubewire.cni.invoke import NsRef
 from kubewire.cni.plugins import nl
-from kubewire.cni.plugins.rtnl import Link, Rtnl
 from kubewire.cni.plugins.skel import Handler, PluginRequest, dispatch, plugin_main
 from kubewire.cni.protocol import CniError, Command, ErrorCode, Interface, IPConfig, Result
+from kubewire.kernel.rtnl import LinkInfo, Rtnl
 
 PLUGIN = "kubewire-loopback"
 LOOPBACK = "lo"
 
 
-def _loopback(rtnl: Rtnl) -> Link:
+def _loopback(rtnl: Rtnl) -> LinkInfo:
     link = rtnl.link(LOOPBACK)
     if link is None:
         raise CniError(ErrorCode.KERNEL, "the container has no lo interface")
@@ -31,7 +31,7 @@ def cmd_add(request: PluginRequest) -> Result:
         raise CniError(ErrorCode.UNKNOWN_CONTAINER, f"network namespace {netns} does not exist")
     nl.refuse_init_netns(netns, "container")
     try:
-        with Rtnl.opened_in(netns) as rtnl:
+        with Rtnl.open(netns) as rtnl:
             index = _loopback(rtnl).index
             rtnl.set_link(index, up=True)
             addrs = [a.interface for a in rtnl.addresses(index)]
@@ -60,7 +60,7 @@ def cmd_del(request: PluginRequest) -> None:
         return  # nothing left to tidy: DEL must succeed
     nl.refuse_init_netns(netns, "container")
     try:
-        with Rtnl.opened_in(netns) as rtnl:
+        with Rtnl.open(netns) as rtnl:
             rtnl.set_link(_loopback(rtnl).index, up=False)
     except Exception as exc:
         raise nl.kernel_error("setting lo down", exc) from exc
@@ -70,7 +70,7 @@ def cmd_check(request: PluginRequest) -> None:
     netns = request.env.netns
     if not nl.netns_exists(netns):
         raise CniError(ErrorCode.UNKNOWN_CONTAINER, f"network namespace {netns} is gone")
-    with Rtnl.opened_in(netns) as rtnl:
+    with Rtnl.open(netns) as rtnl:
         up = _loopback(rtnl).up
     if not up:
         raise CniError(ErrorCode.CHECK_FAILED, "loopback interface is down")

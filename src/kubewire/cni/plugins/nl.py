@@ -1,11 +1,11 @@
-"""Small helpers the plugins share around rtnl: namespaces, errors, MACs."""
+"""Small helpers the plugins share around kernel.rtnl: namespaces, errors, MACs."""
 
 from __future__ import annotations
 
 import os
 
-from kubewire.cni.plugins.rtnl import NetlinkError
 from kubewire.cni.protocol import CniError, ErrorCode
+from kubewire.kernel.rtnl import NetlinkError
 
 
 def open_netns_fd(netns: str) -> int:
