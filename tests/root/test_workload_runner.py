@@ -20,7 +20,6 @@ from kubewire.workload.runner import (
     kill_record,
     kill_recorded,
     read_record,
-
     start_process,
     write_record,
 )

@@ -63,8 +63,8 @@ def choose_pairs(
         by_node.setdefault(t.node, []).append(t)
     chosen: dict[tuple[str, str], tuple[Target, Target]] = {}
     # Every ordered node pair (and each node to itself) gets at least one probe ...
-    for a_node, a_pods in sorted(by_node.items()):
-        for b_node, b_pods in sorted(by_node.items()):
+    for _a_node, a_pods in sorted(by_node.items()):
+        for _b_node, b_pods in sorted(by_node.items()):
             src = rng.choice(a_pods)
             dst_pool = [p for p in b_pods if p is not src]
             if dst_pool:
@@ -104,7 +104,7 @@ async def probe(src: Target, dst: Target, timeout: float) -> ProbeResult:
             if dst.tcp_port is None:
                 return result(True, "refused (reachable)")
             return result(False, "connection refused")
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             return result(False, "timeout")
         except OSError as exc:
             return result(False, exc.strerror or str(exc))
@@ -115,7 +115,7 @@ async def probe(src: Target, dst: Target, timeout: float) -> ProbeResult:
         await loop.sock_sendall(sock, request)
         body = await asyncio.wait_for(_read_all(loop, sock), timeout)
         return _judge(body, dst, result)
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         return result(False, "timeout waiting for reply")
     except OSError as exc:
         return result(False, exc.strerror or str(exc))
@@ -124,7 +124,7 @@ async def probe(src: Target, dst: Target, timeout: float) -> ProbeResult:
 
 
 async def _read_all(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         data = await loop.sock_recv(sock, 65536)
         if not data:

@@ -175,10 +175,7 @@ def down(ctx: click.Context, lab: str | None, everything: bool) -> None:
     from kubewire.lab.cleanup import cleanup_all, cleanup_lab
 
     need_root("down")
-    if everything:
-        report = cleanup_all()
-    else:
-        report = cleanup_lab(lab or pick_lab(ctx.obj.get("lab")))
+    report = cleanup_all() if everything else cleanup_lab(lab or pick_lab(ctx.obj.get("lab")))
     click.echo(f"removed {report.namespaces} namespaces, {report.processes} processes, "
                f"{len(report.directories)} state directories")
 
@@ -378,7 +375,8 @@ def _resolve_pod(client: DaemonClient, kind: str, name: str, namespace: str) -> 
                              "name": name})["items"]
         if not pods:
             fail(f'pods "{name}" not found in namespace "{namespace}"')
-        return pods[0]
+        pod: dict[str, Any] = pods[0]
+        return pod
     owners = call(client, {"op": "get", "kind": kind, "namespace": namespace,
                            "name": name})["items"]
     if not owners:

@@ -20,7 +20,7 @@ class LoadedInput:
 
     def cluster_object(self, name_override: str | None = None) -> dict[str, Any]:
         """The Cluster object to build, with every default filled in."""
-        obj = json.loads(json.dumps(self.cluster)) if self.cluster else {
+        obj: dict[str, Any] = json.loads(json.dumps(self.cluster)) if self.cluster else {
             "apiVersion": "kubewire.dev/v1alpha1", "kind": "Cluster",
             "metadata": {"name": "kubewire"}, "spec": {}}
         if name_override:

@@ -6,7 +6,13 @@ import sys
 import time
 from types import TracebackType
 
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.progress import Progress as RichProgress
 
 
@@ -16,7 +22,7 @@ class Progress:
         self.live = enabled and sys.stderr.isatty()
         self.enabled = enabled
         self._rich: RichProgress | None = None
-        self._task = 0
+        self._task = TaskID(0)
         self._last_plain = time.monotonic()
         self._last_text = ""
 

@@ -92,6 +92,7 @@ class NodeAgent:
         self.cni = CniRuntime(self._plugin_dirs(), self.node_dir / "cache")
         self.pods: dict[str, PodRecord] = {}  # by pod uid
         self._seen: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._pod_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._cidr_ready = asyncio.Event()
         self._routing_dirty = asyncio.Event()
@@ -190,10 +191,16 @@ class NodeAgent:
         key, uid = (meta["namespace"], meta["name"]), meta.get("uid", "")
         if type_ == "DELETED":
             self._seen.discard(uid)
-            asyncio.create_task(self._serialised(key, self._teardown_pod(uid)))
+            self._spawn(self._serialised(key, self._teardown_pod(uid)))
         elif uid not in self._seen:
             self._seen.add(uid)
-            asyncio.create_task(self._serialised(key, self._setup_pod(pod)))
+            self._spawn(self._serialised(key, self._setup_pod(pod)))
+
+    def _spawn(self, work: Any) -> None:
+        # The loop keeps only weak references to tasks: hold them until they finish.
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _serialised(self, key: tuple[str, str], work: Any) -> None:
         lock = self._pod_locks.setdefault(key, asyncio.Lock())
@@ -221,7 +228,7 @@ class NodeAgent:
         log.info("pod %s/%s up in %.0f ms at %s", ns, name,
                  (time.monotonic() - started) * 1000, record.ip)
         if not ready:
-            asyncio.create_task(self._wait_ready(pod, record))
+            self._spawn(self._wait_ready(pod, record))
 
     def _create_pod_sync(self, pod: dict[str, Any]) -> PodRecord:
         meta = pod["metadata"]

@@ -6,6 +6,7 @@ works the same after any kubewire process was killed with SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -30,10 +31,8 @@ def _kill_netns_processes(path: Path) -> int:
     """Kill what runs inside a lab namespace: it can only have been started by the lab."""
     pids = netns.pids_in_netns(path)
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     return len(pids)
 
 

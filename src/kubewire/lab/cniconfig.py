@@ -1,9 +1,10 @@
 """Each node's CNI configuration, written to its net.d as a real runtime would read it.
 
 Two networks per pod, as containerd does: the loopback network, then the pod network
-(bridge + host-local style IPAM on the node's pod CIDR). The default route comes from
-`isDefaultGateway` alone: the reference bridge refuses an IPAM default route on top of it. `cni: reference` swaps in the
+(bridge + host-local style IPAM on the node's pod CIDR). `cni: reference` swaps in the
 reference plugins from containernetworking-plugins, which speak CNI up to 1.0.0.
+The default route comes from `isDefaultGateway` alone: the reference bridge refuses an
+IPAM default route on top of it.
 """
 
 from __future__ import annotations

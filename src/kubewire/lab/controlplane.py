@@ -130,7 +130,7 @@ class ControlPlane:
     def _converge(self, kind: str, desired: list[dict[str, Any]], owned_only: bool) -> None:
         current = {key_of(o): o for o in self.store.list(kind) if not owned_only or _owned(o)}
         wanted = {key_of(o): o for o in desired}
-        for key, obj in current.items():
+        for key in current:
             if key not in wanted:
                 self.store.delete(*key)
         for key, obj in wanted.items():

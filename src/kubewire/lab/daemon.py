@@ -246,7 +246,7 @@ class LabDaemon:
                 "metadata labels and annotations; delete the pod and apply it again")
 
     def delete(self, keys: list[tuple[Any, ...]], ignore_missing: bool) -> dict[str, Any]:
-        missing = [k for k in keys if self.store.get(*k) is None]  # type: ignore[arg-type]
+        missing = [k for k in keys if self.store.get(*k) is None]
         if missing and not ignore_missing:
             return {"ok": False, "error": "\n".join(
                 f'{k[0].lower()}s "{k[2]}" not found' + (f' in namespace "{k[1]}"' if k[1]

@@ -49,7 +49,8 @@ def add_node(lab: str, node: str, address: IPv4Interface) -> Path:
         with ipr_in(node_path) as ipr:
             ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
             uplink = ipr.link_lookup(ifname=NODE_UPLINK)[0]
-            ipr.addr("add", index=uplink, address=str(address.ip), prefixlen=address.network.prefixlen)
+            ipr.addr("add", index=uplink, address=str(address.ip),
+                     prefixlen=address.network.prefixlen)
             ipr.link("set", index=uplink, state="up")
         # A node routes for its pods; rp_filter off because VXLAN/host-gw replies may
         # arrive on a different interface than the one the request left by.

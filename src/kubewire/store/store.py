@@ -14,6 +14,7 @@ them as read-only and copy before changing. Writes always store a private copy.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 import itertools
 from collections.abc import Callable, Iterable
@@ -94,7 +95,7 @@ class ObjectStore:
         kind: str,
         namespace: str | None = None,
         where: Callable[[Obj], bool] | None = None,
-    ) -> list[Obj]:
+    ) -> builtins.list[Obj]:
         items = self._by_kind.get(kind, {})
         return [
             o
@@ -102,7 +103,7 @@ class ObjectStore:
             if (namespace is None or k[1] == namespace) and (where is None or where(o))
         ]
 
-    def kinds(self) -> list[str]:
+    def kinds(self) -> builtins.list[str]:
         return sorted(k for k, v in self._by_kind.items() if v)
 
     # -- writes --------------------------------------------------------------
