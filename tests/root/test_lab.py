@@ -148,7 +148,8 @@ def test_bad_manifest_changes_nothing(tmp_path: Path) -> None:
     assert up.returncode == 2
     assert "bad.yaml:" in up.stderr and "containerPort" in up.stderr
     assert not list_netns(names.PREFIX + "kubewire-")
-    with lab(name, cluster_yaml(name, nodes=1) + "---\n" + deployment_yaml("app", 1), tmp_path):
+    small = cluster_yaml(name, nodes=1, extra="  nodeCIDRMaskSize: 28\n")  # 13 pods per node
+    with lab(name, small + "---\n" + deployment_yaml("app", 1), tmp_path):
         before_pods = pods(name)
         before_ns = lab_namespaces(name)
         r = kw("apply", "-f", str(bad), lab=name, check=False)
@@ -160,6 +161,10 @@ def test_bad_manifest_changes_nothing(tmp_path: Path) -> None:
         missing_ns = deployment_yaml("x", 1, namespace="nowhere")
         r = kw("apply", "-f", "-", lab=name, stdin=missing_ns, check=False)
         assert r.returncode == 2 and 'namespaces "nowhere" not found' in r.stderr
+        r = kw("apply", "-f", "-", lab=name, stdin=deployment_yaml("app", 20), check=False)
+        assert r.returncode == 2
+        assert "deployment/app in namespace default: 7 pod(s) would get no IP address" in r.stderr
+        assert "Too many pods" in r.stderr
         assert pods(name) == before_pods
         assert lab_namespaces(name) == before_ns
 

@@ -95,6 +95,8 @@ def up(ctx: click.Context, files: Sequence[str], name: str | None, timeout: floa
     loaded = load_or_fail(files)
     cluster_obj = loaded.cluster_object(name or ctx.obj.get("lab"))
     lab = cluster_obj["metadata"]["name"]
+    if problems := loaded.pod_range_problems(cluster_obj):
+        fail("not enough pod addresses:\n  " + "\n  ".join(problems))
     need_root("up")
     if lab in list_labs() or any(True for _ in _lab_namespaces(lab)):
         fail(f"lab {lab!r} already exists; remove it with `kubewire down {lab}` first")

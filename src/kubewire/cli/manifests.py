@@ -10,6 +10,8 @@ from typing import Any
 from kubewire.api.cluster import ClusterSpec
 from kubewire.api.loader import load_paths
 from kubewire.api.validation import validate
+from kubewire.controllers.admission import pod_range_problems
+from kubewire.controllers.nodes import build_nodes
 
 
 @dataclass
@@ -28,6 +30,13 @@ class LoadedInput:
         spec = ClusterSpec.from_obj(obj)
         obj["metadata"]["name"] = spec.name
         return obj
+
+    def pod_range_problems(self, cluster_obj: dict[str, Any]) -> list[str]:
+        """Workloads that would exhaust the pod ranges of the lab this input builds."""
+        spec = ClusterSpec.from_obj(cluster_obj)
+        nodes = build_nodes(spec.nodes, pod_cidr=spec.pod_cidr, underlay_cidr=spec.underlay_cidr,
+                            node_cidr_mask_size=spec.node_cidr_mask_size)
+        return pod_range_problems(self.objects, nodes)
 
     def all_objects(self) -> list[dict[str, Any]]:
         return [*self.objects, *([self.cluster] if self.cluster else [])]

@@ -1,6 +1,7 @@
 """A deterministic stand-in for kube-scheduler: bind pods to nodes.
 
-Filters are kube-scheduler's node filters that matter for networking (see ``placement``);
+Filters are kube-scheduler's node filters that matter for networking (see ``placement``)
+plus its "Too many pods" capacity filter (see ``capacity``);
 scoring is plain spreading: the eligible node with the fewest pods wins, ties go to the node
 whose name sorts first. Pods are scheduled in ``namespace/name`` order, so the same pods and
 nodes always give the same bindings. A bound pod never moves while its node exists and still
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubewire.controllers.capacity import REASON_TOO_MANY_PODS, max_pods
 from kubewire.controllers.objects import name_of, object_key, spec_of
 from kubewire.controllers.placement import fits_node_affinity, node_filter_reason
 
@@ -47,6 +49,7 @@ def schedule(
     node_by_name = {name_of(node): node for node in nodes}
     node_names = sorted(node_by_name)
     load: Counter[str] = Counter({name: 0 for name in node_names})
+    capacity = {name: max_pods(node_by_name[name]) for name in node_names}
     assignments: dict[str, str] = {}
     unschedulable: dict[str, str] = {}
 
@@ -88,9 +91,13 @@ def schedule(
                     rejected[name] = reason
             filter_cache[shape] = (eligible, rejected)
         eligible, rejected = filter_cache[shape]
-        if not eligible:
-            unschedulable[key] = _unschedulable_message(len(node_names), rejected)
+        # NodeResourcesFit: a full node is rejected like kube-scheduler does.
+        fitting = [n for n in eligible if _has_room(capacity[n], load[n])]
+        if not fitting:
+            full = {n: REASON_TOO_MANY_PODS for n in eligible}
+            unschedulable[key] = _unschedulable_message(len(node_names), {**rejected, **full})
             continue
+        eligible = fitting
         chosen = min(eligible, key=lambda name: (load[name], name))
         assignments[key] = chosen
         load[chosen] += 1
@@ -99,6 +106,10 @@ def schedule(
         assignments=dict(sorted(assignments.items())),
         unschedulable=dict(sorted(unschedulable.items())),
     )
+
+
+def _has_room(capacity: int | None, load: int) -> bool:
+    return capacity is None or load < capacity
 
 
 def _bound_pod_problem(

@@ -17,6 +17,7 @@ from typing import Any
 from kubewire.api.cluster import ClusterSpec
 from kubewire.controllers import nodes as node_ctl
 from kubewire.controllers import scheduler, workloads
+from kubewire.controllers.capacity import capacity_status
 from kubewire.store.store import ObjectStore, key_of
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,11 @@ class ControlPlane:
         for node in nodes:
             cidr = str(wanted[node["metadata"]["name"]])
             if node.get("spec", {}).get("podCIDR") != cidr:
+                pods = capacity_status(cidr)
                 updated = {**node, "spec": {**node.get("spec", {}), "podCIDR": cidr,
-                                           "podCIDRs": [cidr]}}
+                                           "podCIDRs": [cidr]},
+                           "status": {**node.get("status", {}), "capacity": pods,
+                                      "allocatable": pods}}
                 self.store.put(updated)
         return self.store.list("Node")
 

@@ -30,6 +30,7 @@ from kubewire.api.cluster import ClusterSpec
 from kubewire.cni.server import PluginServer
 from kubewire.cni.shim import install_plugins
 from kubewire.controllers import nodes as node_ctl
+from kubewire.controllers.admission import pod_range_problems
 from kubewire.kernel import hostlimits
 from kubewire.lab import names, topology
 from kubewire.lab.agent import NodeAgent
@@ -177,6 +178,8 @@ class LabDaemon:
                     new_cluster = self._check_cluster_change(obj)
                 except ApplyError as exc:
                     problems.append(str(exc))
+        if not problems and new_cluster is None:
+            problems = self._pod_range_problems(objects)
         if problems:
             return {"ok": False, "error": "\n".join(problems)}
         results = []
@@ -196,6 +199,16 @@ class LabDaemon:
             results.append({"object": f"cluster.kubewire.dev/{self.lab}",
                             "action": "configured" if changed else "unchanged"})
         return {"ok": True, "results": results}
+
+    def _pod_range_problems(self, incoming: list[dict[str, Any]]) -> list[str]:
+        """Would the store, with `incoming` applied, leave pods without an address?"""
+        kinds = ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Pod")
+        merged = {key_of(o): o for k in kinds for o in self.store.list(k)}
+        merged.update((key_of(o), o) for o in incoming if o["kind"] in kinds)
+        pods = [o for k, o in merged.items() if k[0] == "Pod"]
+        bound = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p["spec"]["nodeName"]
+                 for p in pods if p.get("spec", {}).get("nodeName")}
+        return pod_range_problems(merged.values(), self.store.list("Node"), bound)
 
     def _check_cluster_change(self, obj: dict[str, Any]) -> ClusterSpec:
         new = ClusterSpec.from_obj(obj)
