@@ -31,6 +31,10 @@ class DaemonClient:
                     if not data:
                         break
                     chunks.append(data)
+        except PermissionError as exc:
+            raise DaemonUnavailable(
+                f"permission denied on {self.socket_path}: labs belong to root; "
+                "run kubewire with sudo") from exc
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise DaemonUnavailable(
                 f"lab {self.lab!r} is not running (no daemon at {self.socket_path}); "
