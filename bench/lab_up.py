@@ -2,7 +2,9 @@
 
 Memory is measured machine-wide as the peak of (MemTotal - MemAvailable) during the run
 minus its value before: that counts kernel objects (namespaces, links, sockets) and every
-process the lab started, which is what the target is about.
+process the lab started, which is what the target is about. Namespace teardown is
+asynchronous, so each run first waits until the machine's memory use has settled; the
+peak RSS of the lab's own processes (daemon, pod server) is reported beside it.
 
     sudo .venv/bin/python bench/lab_up.py                 # the three sizes of issue 2
     sudo .venv/bin/python bench/lab_up.py --sizes 3x10    # the CI smoke run
@@ -31,16 +33,43 @@ def used_kib() -> int:
     return info["MemTotal"] - info["MemAvailable"]
 
 
+def settle(timeout: float = 90.0) -> None:
+    """Wait until memory use stops moving (a previous lab's namespaces are freed lazily)."""
+    deadline = time.monotonic() + timeout
+    last, calm = used_kib(), 0
+    while time.monotonic() < deadline and calm < 3:
+        time.sleep(0.5)
+        now = used_kib()
+        calm = calm + 1 if abs(now - last) < 2048 else 0
+        last = now
+
+
+def lab_rss_kib(lab: str) -> int:
+    total = 0
+    for record in Path(f"/run/kubewire/{lab}/pids").glob("*.json"):
+        try:
+            pid = json.loads(record.read_text())["pid"]
+            with open(f"/proc/{pid}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+        except (OSError, ValueError, KeyError, StopIteration):
+            continue
+    return total
+
+
 class PeakMemory:
-    def __init__(self) -> None:
+    def __init__(self, lab: str) -> None:
+        settle()
+        self.lab = lab
         self.base = used_kib()
         self.peak = self.base
+        self.peak_rss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
             self.peak = max(self.peak, used_kib())
+            self.peak_rss = max(self.peak_rss, lab_rss_kib(self.lab))
 
     def __enter__(self) -> PeakMemory:
         self._thread.start()
@@ -85,7 +114,7 @@ def run_size(nodes: int, per_node: int, backend: str, max_pairs: int) -> dict[st
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         f.write(manifests(lab, nodes, per_node, backend))
     try:
-        with PeakMemory() as mem:
+        with PeakMemory(lab) as mem:
             t0 = time.monotonic()
             up = subprocess.run([*KW, "up", "-f", f.name], capture_output=True, text=True)
             t_up = time.monotonic() - t0
@@ -98,7 +127,8 @@ def run_size(nodes: int, per_node: int, backend: str, max_pairs: int) -> dict[st
         return {"lab": f"{nodes} nodes x {per_node} pods", "pods": nodes * per_node,
                 "backend": backend, "up_s": round(t_up, 2), "up_to_check_s": round(total, 2),
                 "check_ok": chk.returncode == 0, "probed": report["probed"],
-                "failed": report["failed"], "peak_mib": round(mem.mib, 1)}
+                "failed": report["failed"], "peak_mib": round(mem.mib, 1),
+                "lab_processes_peak_rss_mib": round(mem.peak_rss / 1024, 1)}
     finally:
         subprocess.run([*KW, "down", lab], capture_output=True)
         Path(f.name).unlink()

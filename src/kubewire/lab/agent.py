@@ -13,7 +13,6 @@ are set up concurrently without touching each other's namespaces.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +42,7 @@ from kubewire.workload.containers import builtin_ports, decide
 from kubewire.workload.readiness import probe, readiness_checks
 
 log = logging.getLogger(__name__)
+
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -365,6 +365,3 @@ class NodeAgent:
         for uid in list(self.pods):
             await self._teardown_pod(uid)
 
-
-def dump(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True)

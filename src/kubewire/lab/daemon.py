@@ -398,5 +398,3 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     main()
 
-
-__all__ = ["LabDaemon", "main", "names"]
