@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from kubewire.api.cluster import ClusterSpec
-from kubewire.cni.runtime import CniRuntime
+from kubewire.cni.protocol import NetworkConfigList
+from kubewire.cni.runtime import CniRuntime, as_conflist, load_conflist
 from kubewire.kernel import netns
 from kubewire.lab import names
-from kubewire.lab.cniconfig import cni_conflists
+from kubewire.lab.cniconfig import LOOPBACK_NETWORK, loopback_network, write_pod_network
 from kubewire.lab.state import LabDirs
 from kubewire.routing import (
     VTEP_MAC_ANNOTATION,
@@ -42,6 +43,10 @@ from kubewire.workload.containers import builtin_ports, decide
 from kubewire.workload.readiness import probe, readiness_checks
 
 log = logging.getLogger(__name__)
+
+
+def _ifname(network: NetworkConfigList) -> str:
+    return "lo" if network.name == LOOPBACK_NETWORK else "eth0"
 
 
 def _now() -> str:
@@ -88,7 +93,8 @@ class NodeAgent:
         self.node_dir = self.dirs.node(node)
         self.netns_path = netns.netns_path(names.node_netns(lab, node))
         self.pod_cidr: IPv4Network | None = None
-        self.conflists: list[dict[str, Any]] = []
+        # The networks every pod joins, in ADD order: loopback first, as containerd does.
+        self.networks: list[NetworkConfigList] = []
         self.cni = CniRuntime(self._plugin_dirs(), self.node_dir / "cache")
         self.pods: dict[str, PodRecord] = {}  # by pod uid
         self._seen: set[str] = set()
@@ -155,7 +161,8 @@ class NodeAgent:
         cidr = node.get("spec", {}).get("podCIDR")
         if cidr and self.pod_cidr is None:
             self.pod_cidr = IPv4Network(cidr)
-            self.conflists = cni_conflists(self.spec, self.dirs, self.node, self.pod_cidr)
+            net_d = write_pod_network(self.spec, self.dirs, self.node, self.pod_cidr)
+            self.networks = [as_conflist(loopback_network(self.spec)), load_conflist(net_d)]
             self._cidr_ready.set()
 
     async def _routing_loop(self) -> None:
@@ -248,10 +255,9 @@ class NodeAgent:
             args = {"IgnoreUnknown": "1", "K8S_POD_NAMESPACE": ns, "K8S_POD_NAME": name,
                     "K8S_POD_INFRA_CONTAINER_ID": record.container_id, "K8S_POD_UID": record.uid}
             ip = ""
-            for conflist in self.conflists:
-                result = self.cni.add(conflist, record.container_id, str(record.netns_path),
-                                      "eth0" if conflist["name"] != "cni-loopback" else "lo",
-                                      args, host_netns=self.netns_path)
+            for network in self.networks:
+                result = self.cni.add(network, record.container_id, str(record.netns_path),
+                                      _ifname(network), args, host_netns=self.netns_path)
                 for ipc in result.ips:
                     if ":" not in str(ipc.address):
                         ip = str(ipc.address).split("/")[0]
@@ -315,11 +321,10 @@ class NodeAgent:
                 p.popen.wait(timeout=5)  # reap, so no zombie is left behind
             for pid_file in record.pid_files:
                 pid_file.unlink(missing_ok=True)
-        for conflist in reversed(self.conflists):
+        for network in reversed(self.networks):
             try:
-                self.cni.delete(conflist, record.container_id, str(record.netns_path),
-                                "eth0" if conflist["name"] != "cni-loopback" else "lo",
-                                {}, host_netns=self.netns_path)
+                self.cni.delete(network, record.container_id, str(record.netns_path),
+                                _ifname(network), {}, host_netns=self.netns_path)
             except Exception:
                 log.exception("CNI DEL for %s/%s", record.namespace, record.name)
         netns.delete_ns_file(record.netns_path)

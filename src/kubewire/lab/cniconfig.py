@@ -1,16 +1,19 @@
-"""Each node's CNI configuration, written to its net.d as a real runtime would read it.
+"""Each node's CNI configuration, written to its net.d for the runtime to read back.
 
-Two networks per pod, as containerd does: the loopback network, then the pod network
-(bridge + host-local style IPAM on the node's pod CIDR). `cni: reference` swaps in the
-reference plugins from containernetworking-plugins, which speak CNI up to 1.0.0.
-The default route comes from `isDefaultGateway` alone: the reference bridge refuses an
-IPAM default route on top of it.
+The pod network (bridge + host-local style IPAM on the node's pod CIDR) is a conflist in
+the node's CNI config directory, as flannel's or Calico's installers write it; the node
+agent reads it from there like containerd does (the first file by name). The loopback
+network is the runtime's own built-in config, as in containerd's CRI plugin.
+`cni: reference` swaps in the reference plugins from containernetworking-plugins, which
+speak CNI up to 1.0.0. The default route comes from `isDefaultGateway` alone: the
+reference bridge refuses an IPAM default route on top of it.
 """
 
 from __future__ import annotations
 
 import json
 from ipaddress import IPv4Network
+from pathlib import Path
 from typing import Any
 
 from kubewire.api.cluster import ClusterSpec
@@ -19,21 +22,19 @@ from kubewire.routing import pod_mtu
 
 POD_NETWORK = "kubewire"
 LOOPBACK_NETWORK = "cni-loopback"
+CONFLIST_NAME = "10-kubewire.conflist"
 
 
-def cni_conflists(
-    spec: ClusterSpec, dirs: LabDirs, node: str, pod_cidr: IPv4Network
-) -> list[dict[str, Any]]:
+def _version(spec: ClusterSpec) -> str:
+    return "1.0.0" if spec.cni == "reference" else "1.1.0"
+
+
+def write_pod_network(spec: ClusterSpec, dirs: LabDirs, node: str, pod_cidr: IPv4Network) -> Path:
+    """Write the node's pod network conflist into its net.d; returns the directory."""
     reference = spec.cni == "reference"
-    version = "1.0.0" if reference else "1.1.0"
     node_dir = dirs.node(node)
-    ipam: dict[str, Any] = {
-        "type": "host-local" if reference else "kubewire-ipam",
-        "ranges": [[{"subnet": str(pod_cidr)}]],
-        "dataDir": str(node_dir / "ipam"),
-    }
     pod_network = {
-        "cniVersion": version,
+        "cniVersion": _version(spec),
         "name": POD_NETWORK,
         "plugins": [
             {
@@ -43,17 +44,23 @@ def cni_conflists(
                 "isDefaultGateway": True,
                 "hairpinMode": True,
                 "mtu": pod_mtu(spec.network.backend, spec.network.mtu),
-                "ipam": ipam,
+                "ipam": {
+                    "type": "host-local" if reference else "kubewire-ipam",
+                    "ranges": [[{"subnet": str(pod_cidr)}]],
+                    "dataDir": str(node_dir / "ipam"),
+                },
             }
         ],
     }
-    loopback = {
-        "cniVersion": version,
-        "name": LOOPBACK_NETWORK,
-        "plugins": [{"type": "loopback" if reference else "kubewire-loopback"}],
-    }
     net_d = node_dir / "net.d"
     net_d.mkdir(parents=True, exist_ok=True)
-    (net_d / "10-kubewire.conflist").write_text(json.dumps(pod_network, indent=2))
-    (net_d / "99-loopback.conflist").write_text(json.dumps(loopback, indent=2))
-    return [loopback, pod_network]
+    tmp = net_d / f".{CONFLIST_NAME}.tmp"
+    tmp.write_text(json.dumps(pod_network, indent=2))
+    tmp.rename(net_d / CONFLIST_NAME)
+    return net_d
+
+
+def loopback_network(spec: ClusterSpec) -> dict[str, Any]:
+    """The runtime's built-in loopback network (CNI_IFNAME=lo)."""
+    plugin = "loopback" if spec.cni == "reference" else "kubewire-loopback"
+    return {"cniVersion": _version(spec), "name": LOOPBACK_NETWORK, "plugins": [{"type": plugin}]}
