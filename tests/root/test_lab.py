@@ -109,6 +109,15 @@ spec:
         assert "GET /t" in access
         missing = kw("get", "pods", "nope", lab=name, check=False)
         assert missing.returncode == 2 and 'pods "nope" not found' in missing.stderr
+        # Pod specs are immutable, as the apiserver says; labels may change.
+        changed = (tmp_path / "t-cli.yaml").read_text().split("---\n")[-1]
+        r = kw("apply", "-f", "-", lab=name, stdin=changed.replace("sleep 600", "sleep 601"),
+               check=False)
+        assert r.returncode == 2 and "pod updates may not change fields" in r.stderr
+        relabelled = changed.replace("role: client", "role: tester")
+        assert "pod/shell configured" in kw("apply", "-f", "-", lab=name, stdin=relabelled).stdout
+        assert kw("get", "pods", "-l", "role=tester", "-o", "name", lab=name).stdout.strip() \
+            == "pod/shell"
 
 
 def test_apply_and_delete_change_a_live_lab_without_leaks(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kubewire.api.cluster import ClusterSpec
-from kubewire.cni.protocol import NetworkConfigList
+from kubewire.cni.protocol import CniError, NetworkConfigList
 from kubewire.cni.runtime import CniRuntime, as_conflist, load_conflist
 from kubewire.kernel import netns
 from kubewire.lab import names
@@ -164,6 +164,27 @@ class NodeAgent:
             net_d = write_pod_network(self.spec, self.dirs, self.node, self.pod_cidr)
             self.networks = [as_conflist(loopback_network(self.spec)), load_conflist(net_d)]
             self._cidr_ready.set()
+            self._spawn(self._report_network_status())
+
+    async def _report_network_status(self) -> None:
+        """Ask the pod network's plugins for STATUS (CNI 1.1) and report it on the Node,
+        in the words the kubelet uses when its runtime's network is not ready."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self.pool, self.cni.status, self.networks[-1], self.netns_path)
+            ready, reason, message = "True", "KubeletReady", "kubewire node agent is ready"
+        except CniError as exc:
+            ready, reason = "False", "KubeletNotReady"
+            message = ("container runtime network not ready: NetworkReady=false "
+                       f"reason:NetworkPluginNotReady message:{exc}")
+        mine = next((n for n in self.client.list("Node") if n["metadata"]["name"] == self.node),
+                    None)
+        if mine is None:
+            return
+        condition = {"type": "Ready", "status": ready, "reason": reason, "message": message,
+                     "lastTransitionTime": _now()}
+        self.client.update_status("Node", "", self.node,
+                                  {**mine.get("status", {}), "conditions": [condition]})
 
     async def _routing_loop(self) -> None:
         backend = get_backend(self.spec.network.backend)
