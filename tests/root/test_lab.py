@@ -145,6 +145,16 @@ def test_apply_and_delete_change_a_live_lab_without_leaks(tmp_path: Path) -> Non
         for node in ("node-1", "node-2"):
             links = kw("exec", f"node/{node}", "--", "ip", "-o", "link", lab=name).stdout
             assert "veth" not in links, f"veth leaked on {node}: {links}"
+        # Deleting a namespace deletes everything in it, as the namespace controller does.
+        team = "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n---\n" + \
+            deployment_yaml("svc", 2, namespace="team")
+        kw("apply", "-f", "-", lab=name, stdin=team)
+        wait_until(lambda: len([p for p in pods(name, "team")
+                                if p.get("status", {}).get("podIP")]) == 2, what="team pods")
+        kw("delete", "namespace", "team", lab=name)
+        wait_until(lambda: not [n for n in lab_namespaces(name) if "-pod-team_" in n],
+                   what="team pod namespaces to go")
+        assert not json.loads(kw("get", "deploy", "-A", "-o", "json", lab=name).stdout)["items"]
 
 
 def test_bad_manifest_changes_nothing(tmp_path: Path) -> None:
