@@ -260,3 +260,54 @@ def test_nodes_join_and_leave_a_running_lab(tmp_path: Path) -> None:
                    what="pods rescheduled onto the remaining nodes")
         check = json.loads(kw("check", "-o", "json", lab=name).stdout)
         assert check["failed"] == 0
+
+
+def test_real_processes_restart_per_policy_and_show_it(tmp_path: Path) -> None:
+    name = "t-restart"
+    manifests = cluster_yaml(name, nodes=1) + """---
+apiVersion: v1
+kind: Pod
+metadata: {name: crasher}
+spec:
+  containers:
+  - {name: c, image: busybox, command: [sh, -c, 'echo attempt; exit 3']}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: job}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: c, image: busybox, command: [sh, -c, 'echo done']}
+"""
+    path = tmp_path / "m.yaml"
+    path.write_text(manifests)
+    try:
+        # With no readiness probe a running container counts as ready at once (as in
+        # Kubernetes), so `up` may return before the first exit; what follows must not.
+        kw("up", "-f", str(path), check=False)
+
+        def crasher() -> dict[str, object]:
+            return next(p for p in pods(name, "default") if p["metadata"]["name"] == "crasher")
+
+        wait_until(lambda: crasher()["status"]["containerStatuses"][0]["restartCount"] >= 2,
+                   what="two restarts")
+        assert kw("logs", "crasher", lab=name).stdout.count("attempt") >= 2
+
+        def crash_loop_shown() -> bool:
+            table = kw("get", "pods", lab=name).stdout
+            row = next(line for line in table.splitlines() if line.startswith("crasher"))
+            return row.split()[2] == "CrashLoopBackOff" and int(row.split()[3]) >= 2
+
+        wait_until(crash_loop_shown, what="CrashLoopBackOff in kubewire get pods")
+        status = json.loads(kw("status", "-o", "json").stdout)
+        mine = next(s for s in status if s["lab"] == name)
+        assert mine["failed"].get("default/crasher", "").startswith(
+            "container c is in CrashLoopBackOff (last exit code 3)")
+        table = kw("get", "pods", lab=name).stdout
+        job = next(p for p in pods(name, "default") if p["metadata"]["name"] == "job")
+        assert job["status"]["phase"] == "Succeeded"
+        assert "Completed" in next(line for line in table.splitlines()
+                                   if line.startswith("job"))
+    finally:
+        kw("down", name, check=False)

@@ -37,15 +37,34 @@ def _pod_row(pod: Obj, wide: bool, _ctx: Ctx) -> list[str]:
     statuses = st.get("containerStatuses", [])
     total = len(pod["spec"].get("containers", []))
     ready = sum(1 for c in statuses if c.get("ready"))
-    phase = st.get("phase", "Pending")
-    if st.get("reason"):
-        phase = st["reason"]
-    elif phase == "Pending" and pod["spec"].get("nodeName"):
-        phase = "ContainerCreating"
-    row = [pod["metadata"]["name"], f"{ready}/{total}", phase, "0", age(pod)]
+    restarts = sum(int(c.get("restartCount", 0)) for c in statuses)
+    row = [pod["metadata"]["name"], f"{ready}/{total}", _pod_status_word(pod), str(restarts),
+           age(pod)]
     if wide:
         row += [st.get("podIP", "<none>"), pod["spec"].get("nodeName", "<none>")]
     return row
+
+
+def _pod_status_word(pod: Obj) -> str:
+    """The STATUS column as kubectl words it: a container's reason wins over the phase."""
+    st = pod.get("status", {})
+    if st.get("reason"):
+        return str(st["reason"])
+    phase = str(st.get("phase", "Pending"))
+    for c in st.get("containerStatuses", []):
+        state = c.get("state", {})
+        waiting = state.get("waiting", {}).get("reason")
+        if waiting and waiting != "ContainerCreating":
+            return str(waiting)
+        if "terminated" in state and phase not in ("Succeeded", "Failed"):
+            return str(state["terminated"].get("reason", "Terminated"))
+    if phase == "Succeeded":
+        return "Completed"
+    if phase == "Failed":
+        return "Error"
+    if phase == "Pending" and pod["spec"].get("nodeName"):
+        return "ContainerCreating"
+    return phase
 
 
 def _node_row(node: Obj, wide: bool, _ctx: Ctx) -> list[str]:

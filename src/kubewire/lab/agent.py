@@ -28,6 +28,7 @@ from kubewire.cni.runtime import CniRuntime, as_conflist, load_conflist
 from kubewire.kernel import netns
 from kubewire.lab import names
 from kubewire.lab.cniconfig import LOOPBACK_NETWORK, loopback_network, write_pod_network
+from kubewire.lab.containers import Container, pod_status, should_restart
 from kubewire.lab.state import LabDirs
 from kubewire.routing import (
     VTEP_MAC_ANNOTATION,
@@ -61,10 +62,15 @@ class PodRecord:
     container_id: str
     netns_path: Path
     uts_path: Path
-    builtin_ids: list[str] = field(default_factory=list)
-    processes: list[runner.RunningProcess] = field(default_factory=list)
-    pid_files: list[Path] = field(default_factory=list)
+    pod: dict[str, Any] = field(default_factory=dict)
+    containers: list[Container] = field(default_factory=list)
     ip: str = ""
+    start_time: str = ""
+    published: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def restart_policy(self) -> str:
+        return str(self.pod["spec"].get("restartPolicy", "Always"))
 
 
 class NodeAgent:
@@ -99,6 +105,8 @@ class NodeAgent:
         self.pods: dict[str, PodRecord] = {}  # by pod uid
         self._seen: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._supervised: set[str] = set()  # uids of pods with real processes
+        self._supervisor: asyncio.Task[None] | None = None
         self._pod_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._cidr_ready = asyncio.Event()
         self._routing_dirty = asyncio.Event()
@@ -247,23 +255,23 @@ class NodeAgent:
             record = await loop.run_in_executor(self.pool, self._create_pod_sync, pod)
         except Exception as exc:
             log.exception("pod %s/%s failed", ns, name)
-            self._set_status(pod, phase="Pending", ready=False, ip="",
-                             message=f"{type(exc).__name__}: {exc}", reason="SandboxFailed")
+            self._set_failed(pod, f"{type(exc).__name__}: {exc}")
             return
         self.pods[uid] = record
-        ready = not record.processes
-        self._set_status(pod, phase="Running", ready=ready, ip=record.ip)
+        self._publish(record)
         log.info("pod %s/%s up in %.0f ms at %s", ns, name,
                  (time.monotonic() - started) * 1000, record.ip)
-        if not ready:
-            self._spawn(self._wait_ready(pod, record))
+        if any(c.kind == "exec" for c in record.containers):
+            self._supervised.add(uid)
+            if self._supervisor is None:
+                self._supervisor = asyncio.create_task(self._supervise())
 
     def _create_pod_sync(self, pod: dict[str, Any]) -> PodRecord:
         meta = pod["metadata"]
         ns, name = meta["namespace"], meta["name"]
         netns_name = names.pod_netns(self.lab, ns, name)
         record = PodRecord(
-            namespace=ns, name=name, uid=meta.get("uid", ""),
+            namespace=ns, name=name, uid=meta.get("uid", ""), pod=pod, start_time=_now(),
             container_id=names.container_id(self.lab, ns, name, meta.get("uid", "")),
             netns_path=netns.netns_path(netns_name),
             uts_path=names.pod_uts_file(self.lab, ns, name),
@@ -295,34 +303,65 @@ class NodeAgent:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             if decide(c) == "exec":
                 pid_file = self.dirs.pids / f"{record.namespace}_{record.name}_{c['name']}.json"
-                proc = runner.start_process(c, pod=record.name, netns=record.netns_path,
-                                            uts=record.uts_path, log=log_path, pid_file=pid_file)
-                record.processes.append(proc)
-                record.pid_files.append(pid_file)
+                container = Container(c["name"], c, "exec", log_path, pid_file,
+                                      readiness_checks(c))
+                record.containers.append(container)
+                self._start_process(record, container)
             else:
-                cid = f"{record.container_id}/{c['name']}"
-                ports = [p.to_wire() for p in builtin_ports(c)]
+                container = Container(c["name"], c, "builtin", log_path)
+                record.containers.append(container)
                 self.podserver.start(
-                    id=cid, pod=record.name, namespace=record.namespace, node=self.node,
-                    podIP=record.ip, netns=str(record.netns_path), container=c["name"],
-                    ports=ports, log=str(log_path))
-                record.builtin_ids.append(cid)
+                    id=self._builtin_id(record, container), pod=record.name,
+                    namespace=record.namespace, node=self.node, podIP=record.ip,
+                    netns=str(record.netns_path), container=c["name"],
+                    ports=[p.to_wire() for p in builtin_ports(c)], log=str(log_path))
+                container.running(ready=True)  # its sockets listen before start returns
 
-    async def _wait_ready(self, pod: dict[str, Any], record: PodRecord) -> None:
-        checks = [chk for c in pod["spec"].get("containers", []) if decide(c) == "exec"
-                  for chk in readiness_checks(c)]
+    def _start_process(self, record: PodRecord, container: Container) -> None:
+        container.process = runner.start_process(
+            container.spec, pod=record.name, netns=record.netns_path, uts=record.uts_path,
+            log=container.log, pid_file=container.pid_file)
+        container.running(ready=not container.checks)
+
+    @staticmethod
+    def _builtin_id(record: PodRecord, container: Container) -> str:
+        return f"{record.container_id}/{container.name}"
+
+    async def _supervise(self) -> None:
+        """The kubelet's sync loop for real processes: exits, restarts, readiness."""
         loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if record.uid not in self.pods:
-                return
-            results = [await loop.run_in_executor(
-                self.pool, probe, record.netns_path, record.ip or "127.0.0.1", chk, 0.5)
-                for chk in checks]
-            if all(results):
-                self._set_status(pod, phase="Running", ready=True, ip=record.ip)
-                return
-            await asyncio.sleep(0.2)
+        while True:
+            await asyncio.sleep(0.25)
+            for uid in sorted(self._supervised):
+                record = self.pods.get(uid)
+                if record is None:
+                    self._supervised.discard(uid)
+                    continue
+                for c in record.containers:
+                    if c.kind != "exec":
+                        continue
+                    await self._supervise_container(loop, record, c)
+                self._publish(record)
+
+    async def _supervise_container(self, loop: asyncio.AbstractEventLoop, record: PodRecord,
+                                   c: Container) -> None:
+        now = time.monotonic()
+        if c.state == "running" and c.process is not None:
+            code = c.process.popen.poll()
+            if code is not None:
+                restart = should_restart(record.restart_policy, code)
+                c.exited(code, restart, now)
+                log.info("container %s/%s/%s exited with %d%s", record.namespace, record.name,
+                         c.name, code, " (back-off)" if restart else "")
+            elif not c.ready:
+                results = [await loop.run_in_executor(
+                    self.pool, probe, record.netns_path, record.ip or "127.0.0.1", chk, 0.5)
+                    for chk in c.checks]
+                c.ready = all(results)
+        elif c.state == "waiting" and c.restart_at and now >= c.restart_at:
+            c.restarts += 1
+            c.restart_at = 0.0
+            await loop.run_in_executor(self.pool, self._start_process, record, c)
 
     async def _teardown_pod(self, uid: str) -> None:
         record = self.pods.pop(uid, None)
@@ -331,17 +370,20 @@ class NodeAgent:
         await asyncio.get_running_loop().run_in_executor(self.pool, self._destroy_sync, record)
 
     def _destroy_sync(self, record: PodRecord) -> None:
-        for cid in record.builtin_ids:
-            try:
-                self.podserver.stop(cid)
-            except Exception:
-                log.exception("stopping %s", cid)
-        if record.processes:
-            runner.kill_records([p.record for p in record.processes])
-            for p in record.processes:
+        for c in record.containers:
+            if c.kind == "builtin":
+                try:
+                    self.podserver.stop(self._builtin_id(record, c))
+                except Exception:
+                    log.exception("stopping %s", c.name)
+        running = [c.process for c in record.containers if c.process is not None]
+        if running:
+            runner.kill_records([p.record for p in running])
+            for p in running:
                 p.popen.wait(timeout=5)  # reap, so no zombie is left behind
-            for pid_file in record.pid_files:
-                pid_file.unlink(missing_ok=True)
+        for c in record.containers:
+            if c.pid_file is not None:
+                c.pid_file.unlink(missing_ok=True)
         for network in reversed(self.networks):
             try:
                 self.cni.delete(network, record.container_id, str(record.netns_path),
@@ -351,35 +393,25 @@ class NodeAgent:
         netns.delete_ns_file(record.netns_path)
         netns.delete_ns_file(record.uts_path)
 
-    def _set_status(self, pod: dict[str, Any], phase: str, ready: bool, ip: str,
-                    message: str = "", reason: str = "") -> None:
+    def _publish(self, record: PodRecord) -> None:
+        status = pod_status(record.pod, record.containers, str(self.underlay_ip), record.ip,
+                            record.start_time)
+        if status != record.published:
+            record.published = status
+            self._write_status(record.pod, status)
+
+    def _set_failed(self, pod: dict[str, Any], message: str) -> None:
+        """A sandbox that could not be built: Pending with the reason, as the kubelet shows."""
+        containers = [Container(c["name"], c, decide(c), Path()) for c in
+                      pod["spec"].get("containers", [])]
+        for c in containers:
+            c.reason = "SandboxFailed"
+        status = pod_status(pod, containers, str(self.underlay_ip), "", _now())
+        status.update(phase="Pending", reason="SandboxFailed", message=message)
+        self._write_status(pod, status)
+
+    def _write_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
         meta = pod["metadata"]
-        cond = "True" if ready else "False"
-        status: dict[str, Any] = {
-            "phase": phase,
-            "hostIP": str(self.underlay_ip),
-            "hostIPs": [{"ip": str(self.underlay_ip)}],
-            "startTime": _now(),
-            "conditions": [
-                {"type": "PodScheduled", "status": "True"},
-                {"type": "Initialized", "status": "True"},
-                {"type": "ContainersReady", "status": cond},
-                {"type": "Ready", "status": cond},
-            ],
-            "containerStatuses": [
-                {"name": c["name"], "ready": ready, "started": phase == "Running",
-                 "image": c.get("image", ""), "restartCount": 0,
-                 "state": {"running": {"startedAt": _now()}} if phase == "Running"
-                 else {"waiting": {"reason": reason or "ContainerCreating"}}}
-                for c in pod["spec"].get("containers", [])
-            ],
-        }
-        if ip:
-            status["podIP"] = ip
-            status["podIPs"] = [{"ip": ip}]
-        if message:
-            status["message"] = message
-            status["reason"] = reason
         try:
             self.client.update_status("Pod", meta["namespace"], meta["name"], status)
         except Exception:

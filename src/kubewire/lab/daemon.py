@@ -292,14 +292,15 @@ class LabDaemon:
     def status(self) -> dict[str, Any]:
         pods = self.store.list("Pod")
         ready = sum(1 for p in pods if _is_ready(p))
-        failed = {f'{p["metadata"]["namespace"]}/{p["metadata"]["name"]}':
-                  p.get("status", {}).get("message", "")
-                  for p in pods if p.get("status", {}).get("reason") == "SandboxFailed"}
+        completed = sum(1 for p in pods if p.get("status", {}).get("phase") == "Succeeded")
+        failed = {f'{p["metadata"]["namespace"]}/{p["metadata"]["name"]}': why
+                  for p in pods if (why := _failure(p))}
         return {
             "lab": self.lab,
             "nodes": len(self.store.list("Node")),
             "pods": len(pods),
             "ready": ready,
+            "completed": completed,
             "failed": failed,
             "unschedulable": self.control.unschedulable if self.control else {},
             "warnings": self.control.warnings if self.control else [],
@@ -313,7 +314,8 @@ class LabDaemon:
         await asyncio.sleep(0.02)  # let the control plane see the latest apply
         while True:
             st = self.status()
-            settled = st["ready"] + len(st["failed"]) + len(st["unschedulable"])
+            settled = (st["ready"] + st["completed"] + len(st["failed"])
+                       + len(st["unschedulable"]))
             nodes_ready = all(n.get("spec", {}).get("podCIDR") for n in self.store.list("Node"))
             if settled >= st["pods"] and nodes_ready and self._derived_settled():
                 return {"ok": True, "done": True, **st}
@@ -366,6 +368,20 @@ def _namespace(name: str) -> dict[str, Any]:
             "metadata": {"name": name, "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
                          "labels": {"kubernetes.io/metadata.name": name}},
             "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
+
+
+def _failure(pod: dict[str, Any]) -> str:
+    """Why a pod will not become ready by waiting (empty if it still may)."""
+    st = pod.get("status", {})
+    if st.get("reason") == "SandboxFailed":
+        return str(st.get("message", "sandbox failed"))
+    if st.get("phase") == "Failed":
+        return "Failed: a container exited with an error and restartPolicy keeps it down"
+    for c in st.get("containerStatuses", []):
+        if c.get("state", {}).get("waiting", {}).get("reason") == "CrashLoopBackOff":
+            code = c.get("lastState", {}).get("terminated", {}).get("exitCode")
+            return f"container {c['name']} is in CrashLoopBackOff (last exit code {code})"
+    return ""
 
 
 def _is_ready(pod: dict[str, Any]) -> bool:
