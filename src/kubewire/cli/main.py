@@ -345,7 +345,7 @@ def get(ctx: click.Context, type_name: str, name: str | None, namespace: str | N
 @click.pass_context
 def exec(ctx: click.Context, target: str, command: Sequence[str], namespace: str,
          container: str | None, interactive: bool, tty: bool) -> None:
-    """Run a command in a pod (or node/NAME) network namespace: exec POD -- CMD..."""
+    """Run a command in a pod's namespaces (or node/NAME, host/external): exec POD -- CMD..."""
     need_root("exec")
     cmd = list(command)
     if cmd and cmd[0] == "--":
@@ -359,6 +359,11 @@ def exec(ctx: click.Context, target: str, command: Sequence[str], namespace: str
         if not nodes:
             fail(f'nodes "{name}" not found')
         path = f"/run/netns/{names.node_netns(client.lab, name)}"
+        os.execvp("nsenter", ["nsenter", f"--net={path}", "--", *cmd])
+    if kind == "host":
+        path = f"/run/netns/{names.host_netns(client.lab, name)}"
+        if not Path(path).exists():
+            fail(f'host "{name}" not found in lab {client.lab} (hosts: external)')
         os.execvp("nsenter", ["nsenter", f"--net={path}", "--", *cmd])
     pod = _resolve_pod(client, _kind(kind), name, namespace)
     pod_name = pod["metadata"]["name"]

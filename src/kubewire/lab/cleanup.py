@@ -73,7 +73,7 @@ def all_lab_names() -> list[str]:
     labs = set(list_labs())
     for name in netns.list_netns(names.PREFIX):
         rest = name[len(names.PREFIX):]
-        for marker in ("-underlay", "-node-", "-pod-"):
+        for marker in ("-underlay", "-node-", "-pod-", "-host-"):
             if marker in rest:
                 labs.add(rest.split(marker, 1)[0])
                 break

@@ -42,6 +42,7 @@ from kubewire.workload.client import PodServerClient
 
 log = logging.getLogger("kubewire.daemon")
 
+EXTERNAL_HOST = "external"
 BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
@@ -75,6 +76,12 @@ class LabDaemon:
             self.store.put(_namespace(ns))
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.pool, topology.create_underlay, self.lab)
+        # The "external client": a plain host on the underlay, outside the cluster, at the
+        # underlay's first address (never given to a node).
+        external = IPv4Interface(f"{next(self.spec.underlay_cidr.hosts())}/"
+                                 f"{self.spec.underlay_cidr.prefixlen}")
+        await loop.run_in_executor(self.pool, topology.add_host, self.lab, EXTERNAL_HOST,
+                                   external)
         if self.spec.cni == "kubewire":
             sock = self.dirs.root / "cni.sock"
             self.plugin_server = PluginServer(sock, max_workers=8)

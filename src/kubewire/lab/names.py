@@ -5,6 +5,8 @@ every trace by prefix alone, even when no kubewire process survived to tell it.
 
     network namespaces   kw-<lab>-underlay              the lab's L2 segment (bridge br0)
                          kw-<lab>-node-<node>           one per node
+                         kw-<lab>-host-<name>           plain hosts on the underlay, e.g.
+                                                        the external client
                          kw-<lab>-pod-<ns>_<pod>        one per pod ("_" cannot occur in
                                                         Kubernetes names, so it splits
                                                         unambiguously)
@@ -44,6 +46,10 @@ def underlay_netns(lab: str) -> str:
 
 def node_netns(lab: str, node: str) -> str:
     return f"{PREFIX}{lab}-node-{node}"
+
+
+def host_netns(lab: str, host: str) -> str:
+    return f"{PREFIX}{lab}-host-{host}"
 
 
 def pod_netns(lab: str, namespace: str, pod: str) -> str:

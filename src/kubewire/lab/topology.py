@@ -33,11 +33,30 @@ def create_underlay(lab: str) -> Path:
 
 def add_node(lab: str, node: str, address: IPv4Interface) -> Path:
     """Create a node namespace wired to the underlay with `address` on its eth0."""
-    node_path = netns.create_netns(names.node_netns(lab, node))
+    path = _attached_namespace(names.node_netns(lab, node), lab, node, address)
     try:
-        port = names.underlay_port(node)
+        # A node routes for its pods; rp_filter off because VXLAN/host-gw replies may
+        # arrive on a different interface than the one the request left by.
+        set_sysctl(path, "net.ipv4.ip_forward", "1")
+        set_sysctl(path, "net.ipv4.conf.all.rp_filter", "0")
+        set_sysctl(path, "net.ipv4.conf.default.rp_filter", "0")
+    except OSError as exc:
+        netns.delete_netns(names.node_netns(lab, node))
+        raise TopologyError(f"could not configure node {node}: {exc}") from exc
+    return path
+
+
+def add_host(lab: str, host: str, address: IPv4Interface) -> Path:
+    """A plain host on the underlay (the "external client" outside the cluster)."""
+    return _attached_namespace(names.host_netns(lab, host), lab, f"host/{host}", address)
+
+
+def _attached_namespace(ns_name: str, lab: str, owner: str, address: IPv4Interface) -> Path:
+    path = netns.create_netns(ns_name)
+    try:
+        port = names.underlay_port(owner)
         with ipr_in(netns.netns_path(names.underlay_netns(lab))) as under:
-            fd = os.open(node_path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY)
             try:
                 under.link(
                     "add", ifname=port, kind="veth", peer={"ifname": NODE_UPLINK, "net_ns_fd": fd}
@@ -46,21 +65,16 @@ def add_node(lab: str, node: str, address: IPv4Interface) -> Path:
                 os.close(fd)
             bridge = under.link_lookup(ifname=UNDERLAY_BRIDGE)[0]
             under.link("set", index=under.link_lookup(ifname=port)[0], master=bridge, state="up")
-        with ipr_in(node_path) as ipr:
+        with ipr_in(path) as ipr:
             ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
             uplink = ipr.link_lookup(ifname=NODE_UPLINK)[0]
             ipr.addr("add", index=uplink, address=str(address.ip),
                      prefixlen=address.network.prefixlen)
             ipr.link("set", index=uplink, state="up")
-        # A node routes for its pods; rp_filter off because VXLAN/host-gw replies may
-        # arrive on a different interface than the one the request left by.
-        set_sysctl(node_path, "net.ipv4.ip_forward", "1")
-        set_sysctl(node_path, "net.ipv4.conf.all.rp_filter", "0")
-        set_sysctl(node_path, "net.ipv4.conf.default.rp_filter", "0")
     except Exception as exc:
-        netns.delete_netns(names.node_netns(lab, node))
-        raise TopologyError(f"could not create node {node}: {exc}") from exc
-    return node_path
+        netns.delete_netns(ns_name)
+        raise TopologyError(f"could not attach {owner} to the underlay: {exc}") from exc
+    return path
 
 
 def remove_node(lab: str, node: str) -> None:
