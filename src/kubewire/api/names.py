@@ -56,6 +56,11 @@ _QUALIFIED_NAME_FORMAT = (
     "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
     "alphanumeric character (e.g. 'MyName', 'my.name' or '123-abc')"
 )
+_LABEL_VALUE_FORMAT = (
+    "a valid label value must be an empty string or consist of alphanumeric characters, "
+    "'-', '_' or '.', and must start and end with an alphanumeric character "
+    "(e.g. 'MyValue', 'my_value' or '12345')"
+)
 
 
 def _too_long(value: str, limit: int) -> list[str]:
@@ -64,34 +69,36 @@ def _too_long(value: str, limit: int) -> list[str]:
     return []
 
 
-def dns1123_label_problems(value: str) -> list[str]:
-    """RFC 1123 label: namespace names, Pod hostnames, container and Service port names."""
+def _pattern_problems(value: str, limit: int, pattern: re.Pattern[str], form: str) -> list[str]:
+    """The shape most rules share: not empty, at most ``limit`` long, matching ``pattern``
+    (``form`` says what it allows)."""
     if value == "":
         return ["must not be empty"]
-    problems = _too_long(value, DNS1123_LABEL_MAX_LENGTH)
-    if not _DNS1123_LABEL_RE.fullmatch(value):
-        problems.append(_DNS1123_LABEL_FORMAT)
+    problems = _too_long(value, limit)
+    if not pattern.fullmatch(value):
+        problems.append(form)
     return problems
+
+
+def dns1123_label_problems(value: str) -> list[str]:
+    """RFC 1123 label: namespace names, Pod hostnames, container and Service port names."""
+    return _pattern_problems(
+        value, DNS1123_LABEL_MAX_LENGTH, _DNS1123_LABEL_RE, _DNS1123_LABEL_FORMAT
+    )
 
 
 def dns1123_subdomain_problems(value: str) -> list[str]:
     """RFC 1123 subdomain: the name rule for most kinds (Pods, Deployments, ConfigMaps...)."""
-    if value == "":
-        return ["must not be empty"]
-    problems = _too_long(value, DNS1123_SUBDOMAIN_MAX_LENGTH)
-    if not _DNS1123_SUBDOMAIN_RE.fullmatch(value):
-        problems.append(_DNS1123_SUBDOMAIN_FORMAT)
-    return problems
+    return _pattern_problems(
+        value, DNS1123_SUBDOMAIN_MAX_LENGTH, _DNS1123_SUBDOMAIN_RE, _DNS1123_SUBDOMAIN_FORMAT
+    )
 
 
 def dns1035_label_problems(value: str) -> list[str]:
     """RFC 1035 label: Service names, which must start with a letter to be DNS host names."""
-    if value == "":
-        return ["must not be empty"]
-    problems = _too_long(value, DNS1035_LABEL_MAX_LENGTH)
-    if not _DNS1035_LABEL_RE.fullmatch(value):
-        problems.append(_DNS1035_LABEL_FORMAT)
-    return problems
+    return _pattern_problems(
+        value, DNS1035_LABEL_MAX_LENGTH, _DNS1035_LABEL_RE, _DNS1035_LABEL_FORMAT
+    )
 
 
 def label_key_problems(key: str) -> list[str]:
@@ -125,14 +132,7 @@ def label_value_problems(value: str) -> list[str]:
     """Label values may be empty; otherwise the qualified-name alphabet, at most 63 chars."""
     if value == "":
         return []
-    problems = _too_long(value, LABEL_VALUE_MAX_LENGTH)
-    if not _QUALIFIED_NAME_RE.fullmatch(value):
-        problems.append(
-            "a valid label value must be an empty string or consist of alphanumeric characters, "
-            "'-', '_' or '.', and must start and end with an alphanumeric character "
-            "(e.g. 'MyValue', 'my_value' or '12345')"
-        )
-    return problems
+    return _pattern_problems(value, LABEL_VALUE_MAX_LENGTH, _QUALIFIED_NAME_RE, _LABEL_VALUE_FORMAT)
 
 
 def iana_svc_name_problems(value: str) -> list[str]:
@@ -154,11 +154,12 @@ def iana_svc_name_problems(value: str) -> list[str]:
 
 def config_map_key_problems(key: str) -> list[str]:
     """ConfigMap data keys become file names when mounted, hence the file-name alphabet."""
-    if key == "":
-        return ["must not be empty"]
-    problems = _too_long(key, CONFIG_MAP_KEY_MAX_LENGTH)
-    if not _CONFIG_MAP_KEY_RE.fullmatch(key):
-        problems.append("must consist of alphanumeric characters, '-', '_' or '.'")
+    problems = _pattern_problems(
+        key,
+        CONFIG_MAP_KEY_MAX_LENGTH,
+        _CONFIG_MAP_KEY_RE,
+        "must consist of alphanumeric characters, '-', '_' or '.'",
+    )
     if key in (".", ".."):
         problems.append(f"must not be '{key}'")
     elif key.startswith(".."):

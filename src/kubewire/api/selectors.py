@@ -16,10 +16,11 @@ select the same objects.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from kubewire.api.names import dns1123_subdomain_problems, label_value_problems
 
 __all__ = [
     "LabelSelector",
@@ -79,26 +80,25 @@ _EXPRESSION_OPERATORS = {
     "DoesNotExist": Operator.DOES_NOT_EXIST,
 }
 
-_NAME_PART = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
-_NAME_RE = re.compile(_NAME_PART)
-_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS_SUBDOMAIN_RE = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
-
 
 def validate_label_key(key: str) -> str | None:
-    """Return why ``key`` is not a valid label key (a qualified name), or None if it is."""
+    """Return why ``key`` is not a valid label key (a qualified name), or None if it is.
+
+    The rules are those of :mod:`names`; the message is one line, for a selector's error.
+    """
     prefix, slash, name = key.rpartition("/")
     if slash:
         if not prefix:
             return f"label key {key!r}: prefix part must be non-empty"
-        if len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.fullmatch(prefix):
+        if dns1123_subdomain_problems(prefix):
             return (
                 f"label key {key!r}: prefix part must be a lowercase DNS subdomain "
                 "(e.g. 'example.com'), at most 253 characters"
             )
     if not name:
         return f"label key {key!r}: name part must be non-empty"
-    if len(name) > 63 or not _NAME_RE.fullmatch(name):
+    # The name part follows the label value rule (one alphabet, at most 63), and is not empty.
+    if label_value_problems(name):
         return (
             f"label key {key!r}: name part must be at most 63 characters of alphanumerics, "
             "'-', '_' or '.', starting and ending with an alphanumeric (e.g. 'app' or "
@@ -109,9 +109,7 @@ def validate_label_key(key: str) -> str | None:
 
 def validate_label_value(value: str) -> str | None:
     """Return why ``value`` is not a valid label value, or None if it is (empty is valid)."""
-    if value == "":
-        return None
-    if len(value) > 63 or not _NAME_RE.fullmatch(value):
+    if label_value_problems(value):
         return (
             f"label value {value!r}: must be empty or at most 63 characters of alphanumerics, "
             "'-', '_' or '.', starting and ending with an alphanumeric"
