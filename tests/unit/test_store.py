@@ -77,3 +77,14 @@ def test_watch_lists_existing_then_streams_in_order() -> None:
 
     assert asyncio.run(scenario()) == [
         ("ADDED", "before"), ("ADDED", "after"), ("MODIFIED", "after"), ("DELETED", "before")]
+
+
+def test_generation_tracks_content_of_kinds_without_spec() -> None:
+    s = ObjectStore()
+    base = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "web-abcde", "namespace": "default"}, "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.244.0.5"]}]}
+    assert s.put(base)["metadata"]["generation"] == 1
+    assert s.put(base)["metadata"]["generation"] == 1
+    changed = {**base, "endpoints": [{"addresses": ["10.244.0.6"]}]}
+    assert s.put(changed)["metadata"]["generation"] == 2

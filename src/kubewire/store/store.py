@@ -50,6 +50,13 @@ def key_of(obj: Obj) -> Key:
     return (obj["kind"], meta.get("namespace", ""), meta["name"])
 
 
+def _content(obj: Obj) -> Obj:
+    """What `generation` tracks: everything but metadata and status (spec, or the top-level
+    fields of kinds without a spec, such as an EndpointSlice's endpoints or a ConfigMap's
+    data)."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -120,8 +127,8 @@ class ObjectStore:
         else:
             meta["creationTimestamp"] = old["metadata"].get("creationTimestamp", _now())
             meta.setdefault("uid", old["metadata"].get("uid"))
-            spec_changed = obj.get("spec") != old.get("spec")
-            meta["generation"] = old["metadata"].get("generation", 1) + int(spec_changed)
+            meta["generation"] = old["metadata"].get("generation", 1) + int(
+                _content(obj) != _content(old))
             if "status" not in obj and "status" in old:
                 obj["status"] = old["status"]
         self._objects[key] = obj
