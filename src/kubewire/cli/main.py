@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import click
 
 from kubewire.api.errors import ApiError
-from kubewire.api.kinds import resolve_resource_type
+from kubewire.api.kinds import KINDS, resolve_resource_type
 from kubewire.api.selectors import SelectorError, parse_selector_string
 from kubewire.cli import printers
 from kubewire.cli.client import DaemonClient, DaemonUnavailable
@@ -272,12 +272,13 @@ def _kind(type_name: str) -> str:
         fail(str(exc))
 
 
-NAMESPACED = {"Pod", "Service", "ConfigMap", "Deployment", "ReplicaSet", "StatefulSet",
-              "DaemonSet"}
+def _namespaced(kind: str) -> bool:
+    info = KINDS.get(kind)
+    return bool(info and info.namespaced)
 
 
 def _ns_for(kind: str, namespace: str | None) -> str:
-    return (namespace or "default") if kind in NAMESPACED else ""
+    return (namespace or "default") if _namespaced(kind) else ""
 
 
 @cli.command()
@@ -303,7 +304,7 @@ def get(ctx: click.Context, type_name: str, name: str | None, namespace: str | N
     chunks = []
     pods_for_ctx: list[dict[str, Any]] | None = None
     for kind in kinds:
-        ns = None if all_namespaces or kind not in NAMESPACED else (namespace or "default")
+        ns = None if all_namespaces or not _namespaced(kind) else (namespace or "default")
         items = call(client, {"op": "get", "kind": kind, "namespace": ns, "name": name})["items"]
         if sel is not None:
             items = [i for i in items if sel.matches(i["metadata"].get("labels", {}))]
@@ -316,12 +317,12 @@ def get(ctx: click.Context, type_name: str, name: str | None, namespace: str | N
                     pods_for_ctx is None:
                 pods_for_ctx = call(client, {"op": "get", "kind": "Pod"})["items"]
             if not items:
-                where = "" if all_namespaces or kind not in NAMESPACED else \
+                where = "" if all_namespaces or not _namespaced(kind) else \
                     f" in {namespace or 'default'} namespace"
                 chunks.append(f"No resources found{where}.")
                 continue
             chunks.append(printers.table(kind, items, output == "wide",
-                                         all_namespaces and kind in NAMESPACED,
+                                         all_namespaces and _namespaced(kind),
                                          printers.Ctx(pods_for_ctx or [])))
     if output in ("json", "yaml"):
         doc = all_items[0] if name and len(all_items) == 1 and len(kinds) == 1 else \

@@ -125,13 +125,36 @@ def _workload_row(obj: Obj, _wide: bool, ctx: Ctx) -> list[str]:
     return [obj["metadata"]["name"], f"{ready}/{want}", age(obj)]
 
 
-def _svc_row(svc: Obj, _wide: bool, _ctx: Ctx) -> list[str]:
+def _svc_row(svc: Obj, wide: bool, _ctx: Ctx) -> list[str]:
     spec = svc.get("spec", {})
+    kind = spec.get("type", "ClusterIP")
     ports = ",".join(
         f"{p.get('port')}" + (f":{p['nodePort']}" if p.get("nodePort") else "")
         + f"/{p.get('protocol', 'TCP')}" for p in spec.get("ports", []))
-    return [svc["metadata"]["name"], spec.get("type", "ClusterIP"),
-            spec.get("clusterIP") or "<pending>", "<none>", ports or "<none>", age(svc)]
+    ingress = [i.get("ip") or i.get("hostname", "")
+               for i in svc.get("status", {}).get("loadBalancer", {}).get("ingress", []) or []]
+    external = [*ingress, *(spec.get("externalIPs") or [])]
+    if kind == "ExternalName":
+        external_col = spec.get("externalName", "<none>")
+    elif external:
+        external_col = ",".join(external)
+    else:
+        external_col = "<pending>" if kind == "LoadBalancer" else "<none>"
+    row = [svc["metadata"]["name"], kind, spec.get("clusterIP") or "<none>", external_col,
+           ports or "<none>", age(svc)]
+    if wide:
+        selector = ",".join(f"{k}={v}" for k, v in sorted((spec.get("selector") or {}).items()))
+        row.append(selector or "<none>")
+    return row
+
+
+def _slice_row(sl: Obj, _wide: bool, _ctx: Ctx) -> list[str]:
+    ports = ",".join(str(p.get("port")) for p in sl.get("ports") or []) or "<unset>"
+    addresses = [a for ep in sl.get("endpoints") or [] for a in ep.get("addresses", [])]
+    shown = ",".join(addresses[:3]) if addresses else "<unset>"
+    if len(addresses) > 3:
+        shown += f" + {len(addresses) - 3} more..."
+    return [sl["metadata"]["name"], sl.get("addressType", ""), ports, shown, age(sl)]
 
 
 def _cm_row(cm: Obj, _wide: bool, _ctx: Ctx) -> list[str]:
@@ -149,7 +172,9 @@ TABLES: dict[str, tuple[list[str], list[str], Row]] = {
     "StatefulSet": (["NAME", "READY", "AGE"], [], _workload_row),
     "DaemonSet": (["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
                   [], _workload_row),
-    "Service": (["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], [], _svc_row),
+    "Service": (["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], ["SELECTOR"],
+                _svc_row),
+    "EndpointSlice": (["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], [], _slice_row),
     "ConfigMap": (["NAME", "DATA", "AGE"], [], _cm_row),
 }
 
