@@ -8,7 +8,15 @@ from typing import Any, cast
 
 import pytest
 
-from kubewire.api.cluster import ClusterSpec, ClusterSpecError, NetworkSpec, NodeSpec
+from kubewire.api.cluster import (
+    DEFAULT_LOAD_BALANCER_CIDR,
+    DEFAULT_UNDERLAY_CIDR,
+    ClusterSpec,
+    ClusterSpecError,
+    NetworkSpec,
+    NodeSpec,
+    default_load_balancer_cidr,
+)
 from kubewire.api.errors import ManifestErrors
 from kubewire.api.loader import Manifest, load_text
 
@@ -29,6 +37,8 @@ def test_defaults() -> None:
     assert spec.node_cidr_mask_size == 24
     assert spec.service_cidr == IPv4Network("10.96.0.0/12")
     assert spec.underlay_cidr == IPv4Network("172.18.0.0/16")
+    assert spec.load_balancer_cidr == IPv4Network("172.18.255.0/24")
+    assert spec.reserved_underlay == (IPv4Network("172.18.255.0/24"),)
     assert spec.network == NetworkSpec("vxlan", 1500)
     assert (spec.cni, spec.dns_domain) == ("kubewire", "cluster.local")
     assert spec.node_range_count == 256
@@ -51,6 +61,7 @@ def test_every_field_is_read() -> None:
         "  nodeCIDRMaskSize: 20\n"
         "  serviceCIDR: 10.32.0.0/16\n"
         "  underlayCIDR: 192.168.50.0/24\n"
+        "  loadBalancerCIDR: 192.168.50.128/25\n"
         "  network:\n"
         "    backend: host-gw\n"
         "    mtu: 9000\n"
@@ -66,6 +77,7 @@ def test_every_field_is_read() -> None:
     assert spec.node_range_count == 16
     assert spec.service_cidr == IPv4Network("10.32.0.0/16")
     assert spec.underlay_cidr == IPv4Network("192.168.50.0/24")
+    assert spec.load_balancer_cidr == IPv4Network("192.168.50.128/25")
     assert spec.network == NetworkSpec(backend="host-gw", mtu=9000)
     assert (spec.cni, spec.dns_domain) == ("reference", "lab.local")
 
@@ -80,6 +92,43 @@ def test_to_dict_round_trips_through_json() -> None:
     assert data["spec"]["podCIDR"] == "10.244.0.0/16"
     assert data["spec"]["nodes"] == [{"name": "a", "labels": {"zone": "x"}}]
     assert ClusterSpec.from_manifest(Manifest(data)) == spec
+    assert ClusterSpec.from_obj(data) == spec
+
+
+def test_load_balancer_cidr_defaults_to_the_top_of_the_underlay() -> None:
+    assert default_load_balancer_cidr(DEFAULT_UNDERLAY_CIDR) == DEFAULT_LOAD_BALANCER_CIDR
+    assert cluster_from("  nodes: 2\n").load_balancer_cidr == IPv4Network("172.18.255.0/24")
+    # A Cluster that only moves the underlay stays valid: the pool moves with it.
+    for underlay, pool in [
+        ("100.64.0.0/10", "100.127.255.0/24"),
+        ("192.168.50.0/24", "192.168.50.192/26"),
+        ("192.168.50.0/28", "192.168.50.12/30"),
+        ("192.168.50.0/29", None),
+    ]:
+        spec = cluster_from(f"  nodes: 2\n  underlayCIDR: {underlay}\n")
+        expected = None if pool is None else IPv4Network(pool)
+        assert spec.load_balancer_cidr == expected, underlay
+        assert default_load_balancer_cidr(IPv4Network(underlay)) == expected
+
+
+@pytest.mark.parametrize("value", ["null", "''", '""', ""])
+def test_null_or_empty_load_balancer_cidr_turns_the_pool_off(value: str) -> None:
+    spec = cluster_from(f"  loadBalancerCIDR: {value}\n")
+    assert spec.load_balancer_cidr is None
+    assert spec.reserved_underlay == ()
+    data = json.loads(json.dumps(spec.to_dict()))
+    assert data["spec"]["loadBalancerCIDR"] is None
+    assert ClusterSpec.from_obj(data) == spec
+
+
+@pytest.mark.parametrize(
+    "spec_lines",
+    ["", "  loadBalancerCIDR: 172.18.128.0/17\n", "  underlayCIDR: 192.168.9.0/24\n"],
+)
+def test_load_balancer_cidr_round_trips(spec_lines: str) -> None:
+    spec = cluster_from(spec_lines)
+    data = json.loads(json.dumps(spec.to_dict()))
+    assert data["spec"]["loadBalancerCIDR"] == str(spec.load_balancer_cidr)
     assert ClusterSpec.from_obj(data) == spec
 
 
@@ -145,6 +194,42 @@ ERRORS = [
      "label values must be strings"),
     ("  nodes:\n  - name: a\n    role: x\n", 8, "spec.nodes[0].role", "unknown field"),
     ("  nodess: 3\n", 6, "spec.nodess", "unknown field; a Cluster spec has: nodes, podCIDR"),
+    # loadBalancerCIDR
+    ("  loadBalancerCIDR: 172.18.255.1/24\n", 6, "spec.loadBalancerCIDR",
+     "172.18.255.1/24 has host bits set; did you mean 172.18.255.0/24?"),
+    ("  loadBalancerCIDR: fd00::/120\n", 6, "spec.loadBalancerCIDR",
+     "IPv6 is not supported yet; use an IPv4 CIDR"),
+    ("  loadBalancerCIDR: 42\n", 6, "spec.loadBalancerCIDR",
+     "must be a CIDR like 10.244.0.0/16, got 42; or null for no LoadBalancer addresses"),
+    ("  loadBalancerCIDR: 172.18.255.0\n", 6, "spec.loadBalancerCIDR", "must be a CIDR"),
+    ("  loadBalancerCIDR: 192.168.1.0/24\n", 6, "spec.loadBalancerCIDR",
+     "loadBalancerCIDR 192.168.1.0/24 is not inside underlayCIDR 172.18.0.0/16 (the default): "
+     "the lab's external host reaches LoadBalancer addresses over the underlay; pick a range "
+     "inside it (e.g. 172.18.255.0/24, or null"),
+    ("  underlayCIDR: 192.168.0.0/24\n  loadBalancerCIDR: 192.168.0.128/24\n", 7,
+     "spec.loadBalancerCIDR", "host bits set"),
+    ("  underlayCIDR: 192.168.0.0/24\n  loadBalancerCIDR: 192.168.0.0/16\n", 7,
+     "spec.loadBalancerCIDR",
+     "192.168.0.0/16 is not inside underlayCIDR 192.168.0.0/24: the lab's external"),
+    ("  loadBalancerCIDR: 10.244.0.0/24\n", 6, "spec.loadBalancerCIDR",
+     "loadBalancerCIDR 10.244.0.0/24 overlaps podCIDR 10.244.0.0/16 (the default); "
+     "the ranges must not overlap"),
+    ("  loadBalancerCIDR: 10.96.0.0/24\n", 6, "spec.loadBalancerCIDR",
+     "overlaps serviceCIDR 10.96.0.0/12 (the default)"),
+    ("  loadBalancerCIDR: 172.18.0.0/24\n", 6, "spec.loadBalancerCIDR",
+     "loadBalancerCIDR 172.18.0.0/24 includes 172.18.0.1, the lab's external host; "
+     "move the pool away from it"),
+    ("  loadBalancerCIDR: 172.18.0.0/32\n", 6, "spec.loadBalancerCIDR",
+     "includes 172.18.0.0, the underlay's network address"),
+    ("  loadBalancerCIDR: 172.18.255.254/31\n", 6, "spec.loadBalancerCIDR",
+     "includes 172.18.255.255, the underlay's broadcast address"),
+    ("  underlayCIDR: 192.168.0.0/28\n  nodes: 11\n", 7, "spec.nodes",
+     "underlayCIDR 192.168.0.0/28 has room for 10 node addresses (3 are kept for "
+     "loadBalancerCIDR 192.168.0.12/30), but 11 nodes are declared"),
+    ("  underlayCIDR: 192.168.0.0/29\n  loadBalancerCIDR: 192.168.0.4/30\n", 7,
+     "spec.loadBalancerCIDR",
+     "underlayCIDR 192.168.0.0/29 has room for 2 node addresses (3 are kept for "
+     "loadBalancerCIDR 192.168.0.4/30), but 3 nodes are declared"),
 ]
 
 
@@ -152,11 +237,10 @@ ERRORS = [
 def test_cluster_errors(spec_lines: str, line: int, field: str, message: str) -> None:
     with pytest.raises(ManifestErrors) as caught:
         cluster_from(spec_lines)
-    matching = [e for e in caught.value.errors if e.field == field]
+    matching = [e for e in caught.value.errors if e.field == field and message in e.message]
     assert matching, str(caught.value)
     error = matching[0]
     assert (error.source, error.line) == ("cluster.yaml", line)
-    assert message in error.message, error.message
 
 
 @pytest.mark.parametrize(
@@ -193,3 +277,21 @@ def test_direct_construction_is_checked_too() -> None:
         ClusterSpec(pod_cidr=IPv4Network("10.244.0.0/23"))
     with pytest.raises(ClusterSpecError, match="allowed: vxlan, host-gw"):
         ClusterSpec(network=NetworkSpec(backend="bgp"))
+    # In code the pool does not follow the underlay: pass it (or None) with a custom one.
+    with pytest.raises(ClusterSpecError, match=r"is not inside underlayCIDR 192\.168\.50\.0/24"):
+        ClusterSpec(underlay_cidr=IPv4Network("192.168.50.0/24"))
+    spec = ClusterSpec(underlay_cidr=IPv4Network("192.168.50.0/24"), load_balancer_cidr=None)
+    assert spec.reserved_underlay == ()
+    with pytest.raises(ClusterSpecError, match=r"includes 172\.18\.0\.1, the lab's external host"):
+        ClusterSpec(load_balancer_cidr=IPv4Network("172.18.0.0/30"))
+
+
+def test_a_valid_pool_is_accepted_wherever_it_avoids_the_lab_addresses() -> None:
+    # The pool's own network and broadcast addresses are never handed out, so a pool may
+    # end at the underlay's broadcast address or start at its network address.
+    assert cluster_from("  loadBalancerCIDR: 172.18.255.252/30\n").load_balancer_cidr == (
+        IPv4Network("172.18.255.252/30")
+    )
+    assert cluster_from("  loadBalancerCIDR: 172.18.0.2/31\n").load_balancer_cidr == (
+        IPv4Network("172.18.0.2/31")
+    )

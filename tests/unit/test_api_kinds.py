@@ -37,7 +37,7 @@ def test_unknown_resource_type_lists_known_ones(name: str) -> None:
 
 def test_kind_table() -> None:
     assert set(loadable_kinds()) == {
-        "Namespace", "Pod", "Service", "ConfigMap", "Deployment", "ReplicaSet",
+        "Namespace", "Pod", "Service", "ConfigMap", "EndpointSlice", "Deployment", "ReplicaSet",
         "StatefulSet", "DaemonSet", "Cluster",
     }
     assert not KINDS["Node"].loadable

@@ -213,3 +213,120 @@ def test_build_nodes_rejects_duplicate_names() -> None:
 )
 def test_malformed_pod_cidr_reads_as_none(node: dict[str, object]) -> None:
     assert pod_cidr_of(node) is None
+
+
+def test_underlay_skips_the_reserved_load_balancer_pool() -> None:
+    pool = net("192.168.0.4/30")  # .4-.7
+    result = allocate_underlay_addresses(
+        net("192.168.0.0/28"), [f"n{i}" for i in range(9)], {}, reserved=[pool]
+    )
+    assert [str(a) for a in result.values()] == [
+        "192.168.0.2",
+        "192.168.0.3",
+        *(f"192.168.0.{i}" for i in range(8, 15)),
+    ]
+    assert not any(address in pool for address in result.values())
+    # 13 addresses for nodes in a /28, less the 4 of the pool.
+    with pytest.raises(UnderlayExhausted) as caught:
+        allocate_underlay_addresses(
+            net("192.168.0.0/28"), [f"n{i}" for i in range(10)], {}, reserved=[pool]
+        )
+    assert caught.value.capacity == 9
+    assert caught.value.unserved == ("n9",)
+
+
+def test_underlay_reserved_ranges_may_overlap_touch_or_lie_outside() -> None:
+    reserved = [
+        net("192.168.0.8/30"),  # .8-.11
+        net("192.168.0.10/31"),  # inside the first
+        net("192.168.0.12/31"),  # touches it: .8-.13 is one hole
+        net("192.168.0.0/31"),  # the lab's own addresses anyway
+        net("10.0.0.0/8"),  # outside the underlay
+    ]
+    result = allocate_underlay_addresses(
+        net("192.168.0.0/28"), list("abcdefg"), {}, reserved=reserved
+    )
+    assert [str(a) for a in result.values()] == [
+        "192.168.0.2",
+        "192.168.0.3",
+        "192.168.0.4",
+        "192.168.0.5",
+        "192.168.0.6",
+        "192.168.0.7",
+        "192.168.0.14",
+    ]
+
+
+def test_underlay_capacity_counts_reserved_holes_once() -> None:
+    reserved = [net("192.168.0.8/30"), net("192.168.0.10/31"), net("192.168.0.12/31")]
+    with pytest.raises(UnderlayExhausted) as caught:
+        allocate_underlay_addresses(net("192.168.0.0/28"), list("abcdefgh"), {}, reserved=reserved)
+    assert caught.value.capacity == 7  # .2-.7 and .14
+    assert caught.value.unserved == ("h",)
+
+
+def test_underlay_moves_existing_nodes_out_of_the_pool_and_keeps_the_others() -> None:
+    pool = net("172.18.0.128/25")
+    existing = {
+        "a": IPv4Address("172.18.0.130"),  # inside the pool: must move
+        "b": IPv4Address("172.18.0.7"),
+        "c": IPv4Address("172.18.0.127"),  # just below the pool: kept
+    }
+    result = allocate_underlay_addresses(UNDERLAY, ["a", "b", "c"], existing, reserved=[pool])
+    assert {n: str(a) for n, a in result.items()} == {
+        "a": "172.18.0.2",
+        "b": "172.18.0.7",
+        "c": "172.18.0.127",
+    }
+
+
+def test_build_nodes_never_hands_out_a_load_balancer_address() -> None:
+    pool = net("172.18.0.0/26")
+    # Without the pool the lowest addresses go first; with it, nodes start above it.
+    specs = [NodeSpec(f"n{i}") for i in range(3)]
+    nodes = build_nodes(specs, pod_cidr=POD_CIDR, underlay_cidr=UNDERLAY, reserved=[pool])
+    assert [str(internal_ip_of(n)) for n in nodes] == ["172.18.0.64", "172.18.0.65", "172.18.0.66"]
+    assert build_nodes(specs, pod_cidr=POD_CIDR, underlay_cidr=UNDERLAY, reserved=()) == (
+        build_nodes(specs, pod_cidr=POD_CIDR, underlay_cidr=UNDERLAY)
+    )
+
+
+@pytest.mark.parametrize(
+    ("underlay", "pool"),
+    [
+        ("192.168.0.0/28", "192.168.0.12/30"),  # the default pool for a /28
+        ("192.168.0.0/28", "192.168.0.4/30"),
+        ("192.168.0.0/28", "192.168.0.2/31"),
+        ("192.168.0.0/27", "192.168.0.16/28"),
+        ("192.168.0.0/27", "192.168.0.30/32"),
+        ("192.168.0.0/27", None),
+    ],
+)
+def test_cluster_capacity_check_agrees_with_the_allocator(underlay: str, pool: str | None) -> None:
+    """ClusterSpec refuses exactly the node counts the allocator cannot serve."""
+    from kubewire.api.cluster import ClusterSpec, ClusterSpecError
+    from kubewire.api.cluster import NodeSpec as ClusterNode
+
+    underlay_cidr = net(underlay)
+    pool_cidr = None if pool is None else net(pool)
+    reserved = [] if pool_cidr is None else [pool_cidr]
+
+    def spec(count: int) -> ClusterSpec:
+        return ClusterSpec(
+            nodes=tuple(ClusterNode(f"n{i:02}") for i in range(count)),
+            underlay_cidr=underlay_cidr,
+            load_balancer_cidr=pool_cidr,
+        )
+
+    capacity = 0
+    while True:
+        try:
+            allocate_underlay_addresses(
+                underlay_cidr, [f"n{i:02}" for i in range(capacity + 1)], {}, reserved=reserved
+            )
+        except UnderlayExhausted:
+            break
+        capacity += 1
+    assert spec(capacity).reserved_underlay == tuple(reserved)
+    with pytest.raises(ClusterSpecError, match=f"has room for {capacity} node addresses"):
+        spec(capacity + 1)

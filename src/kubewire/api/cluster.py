@@ -10,6 +10,7 @@ spec:
   nodeCIDRMaskSize: 24
   serviceCIDR: 10.96.0.0/12
   underlayCIDR: 172.18.0.0/16
+  loadBalancerCIDR: 172.18.255.0/24   # LoadBalancer Service addresses; null: none
   network:
     backend: vxlan          # or host-gw
     mtu: 1500
@@ -19,6 +20,12 @@ spec:
 
 Every field has a default, so no Cluster object at all is a valid three-node cluster. Only
 IPv4 is supported for now: every address family decision downstream assumes it.
+
+``loadBalancerCIDR`` is the pool LoadBalancer Services take their ingress addresses from. It
+lies inside the underlay, because the lab's external host reaches those addresses over it, and
+no node is given an address from it. Left out, it is the top quarter of ``underlayCIDR``, at
+most a /24 (172.18.255.0/24 for the default underlay; none for underlays under 16 addresses),
+so a Cluster that only changes the underlay stays valid.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ __all__ = [
     "ClusterSpecError",
     "NetworkSpec",
     "NodeSpec",
+    "default_load_balancer_cidr",
     "default_node_names",
 ]
 
@@ -68,6 +76,10 @@ MAX_NODE_COUNT = 100_000
 DEFAULT_POD_CIDR = IPv4Network("10.244.0.0/16")
 DEFAULT_SERVICE_CIDR = IPv4Network("10.96.0.0/12")
 DEFAULT_UNDERLAY_CIDR = IPv4Network("172.18.0.0/16")
+DEFAULT_LOAD_BALANCER_CIDR = IPv4Network("172.18.255.0/24")
+# Network address, the first host (the lab's external host, also its gateway) and broadcast:
+# the underlay addresses that are neither a node's nor a LoadBalancer Service's.
+UNDERLAY_LAB_ADDRESSES = 3
 
 _SPEC_FIELDS = (
     "nodes",
@@ -75,6 +87,7 @@ _SPEC_FIELDS = (
     "nodeCIDRMaskSize",
     "serviceCIDR",
     "underlayCIDR",
+    "loadBalancerCIDR",
     "network",
     "cni",
     "dnsDomain",
@@ -85,6 +98,16 @@ _NETWORK_FIELDS = ("backend", "mtu")
 
 class ClusterSpecError(ApiError, ValueError):
     """A ClusterSpec built in code breaks a rule that from_manifest would have reported."""
+
+
+def default_load_balancer_cidr(underlay_cidr: IPv4Network) -> IPv4Network | None:
+    """The load-balancer pool a Cluster gets when it declares none: the top quarter of the
+    underlay, at most a /24, or None when that would be smaller than a /30."""
+    prefix = max(24, underlay_cidr.prefixlen + 2)
+    if prefix > 30:
+        return None
+    size = 1 << (32 - prefix)
+    return IPv4Network((int(underlay_cidr.broadcast_address) + 1 - size, prefix))
 
 
 def default_node_names(count: int) -> tuple[str, ...]:
@@ -133,6 +156,8 @@ class ClusterSpec:
     node_cidr_mask_size: int = 24
     service_cidr: IPv4Network = DEFAULT_SERVICE_CIDR
     underlay_cidr: IPv4Network = DEFAULT_UNDERLAY_CIDR
+    # In code the default does not follow underlay_cidr: pass it with a custom underlay.
+    load_balancer_cidr: IPv4Network | None = DEFAULT_LOAD_BALANCER_CIDR
     network: NetworkSpec = DEFAULT_NETWORK
     cni: str = "kubewire"
     dns_domain: str = "cluster.local"
@@ -151,6 +176,7 @@ class ClusterSpec:
             "spec.nodeCIDRMaskSize": self.node_cidr_mask_size,
             "spec.serviceCIDR": self.service_cidr,
             "spec.underlayCIDR": self.underlay_cidr,
+            "spec.loadBalancerCIDR": self.load_balancer_cidr,
             "spec.network.backend": self.network.backend,
             "spec.network.mtu": self.network.mtu,
             "spec.cni": self.cni,
@@ -179,6 +205,7 @@ class ClusterSpec:
             node_cidr_mask_size=values["spec.nodeCIDRMaskSize"],
             service_cidr=values["spec.serviceCIDR"],
             underlay_cidr=values["spec.underlayCIDR"],
+            load_balancer_cidr=values["spec.loadBalancerCIDR"],
             network=NetworkSpec(values["spec.network.backend"], values["spec.network.mtu"]),
             cni=values["spec.cni"],
             dns_domain=values["spec.dnsDomain"],
@@ -198,6 +225,12 @@ class ClusterSpec:
     def node_names(self) -> tuple[str, ...]:
         return tuple(node.name for node in self.nodes)
 
+    @property
+    def reserved_underlay(self) -> tuple[IPv4Network, ...]:
+        """Underlay ranges no node may take an address from (the load-balancer pool); pass
+        them as ``reserved`` to the controllers' underlay allocation."""
+        return () if self.load_balancer_cidr is None else (self.load_balancer_cidr,)
+
     def node(self, name: str) -> NodeSpec | None:
         return next((node for node in self.nodes if node.name == name), None)
 
@@ -213,6 +246,9 @@ class ClusterSpec:
                 "nodeCIDRMaskSize": self.node_cidr_mask_size,
                 "serviceCIDR": str(self.service_cidr),
                 "underlayCIDR": str(self.underlay_cidr),
+                "loadBalancerCIDR": (
+                    None if self.load_balancer_cidr is None else str(self.load_balancer_cidr)
+                ),
                 "network": self.network.to_dict(),
                 "cni": self.cni,
                 "dnsDomain": self.dns_domain,
@@ -287,6 +323,7 @@ def _read_manifest(obj: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[st
             problems.append((path, problem))
         else:
             values[path] = network
+    _read_load_balancer_cidr(spec, values, defaulted, problems)
 
     network_fields = spec.get("network")
     if network_fields is None:
@@ -331,6 +368,28 @@ def _read_manifest(obj: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[st
     if "nodes" not in spec:
         defaulted.add("spec.nodes")
     return values, frozenset(defaulted), problems
+
+
+def _read_load_balancer_cidr(
+    spec: Mapping[str, Any], values: dict[str, Any], defaulted: set[str], problems: Problems
+) -> None:
+    """``null`` or ``""`` turn the pool off (the value None); left out, it follows the
+    underlay, so it is only known when the underlay parsed."""
+    path = "spec.loadBalancerCIDR"
+    if "loadBalancerCIDR" not in spec:
+        defaulted.add(path)
+        if "spec.underlayCIDR" in values:
+            values[path] = default_load_balancer_cidr(values["spec.underlayCIDR"])
+        return
+    raw = spec["loadBalancerCIDR"]
+    if raw is None or raw == "":
+        values[path] = None
+        return
+    network, problem = _parse_cidr(raw)
+    if problem:
+        problems.append((path, f"{problem}; or null for no LoadBalancer addresses"))
+    else:
+        values[path] = network
 
 
 def _parse_cidr(value: Any) -> tuple[IPv4Network | None, str]:
@@ -498,14 +557,78 @@ def _capacity_problem(values: Mapping[str, Any], node_count: int) -> tuple[str, 
                 f"but {node_count} nodes are declared"
             )
     if underlay is not None:
-        # Network, broadcast and one host-side address are not available to nodes.
-        room = max(underlay.num_addresses - 3, 0)
-        if node_count > room:
-            return "spec.underlayCIDR", (
-                f"underlayCIDR {underlay} has room for {room} node addresses, "
-                f"but {node_count} nodes are declared"
+        room = max(underlay.num_addresses - UNDERLAY_LAB_ADDRESSES, 0)
+        pool = values.get("spec.loadBalancerCIDR")
+        kept = 0 if pool is None else _node_addresses_in(underlay, pool)
+        if node_count > room - kept:
+            kept_note = f" ({kept} are kept for loadBalancerCIDR {pool})" if kept else ""
+            # Blame the pool when the underlay alone would have had room.
+            limit = "spec.loadBalancerCIDR" if node_count <= room else "spec.underlayCIDR"
+            return limit, (
+                f"underlayCIDR {underlay} has room for {room - kept} node addresses"
+                f"{kept_note}, but {node_count} nodes are declared"
             )
     return None
+
+
+def _node_addresses_in(underlay: IPv4Network, pool: IPv4Network) -> int:
+    """How many of the addresses nodes may get (all but the lab's three) lie in ``pool``."""
+    low = max(int(pool.network_address), int(underlay.network_address) + 2)
+    high = min(int(pool.broadcast_address), int(underlay.broadcast_address) - 1)
+    return max(high - low + 1, 0)
+
+
+def _load_balancer_problems(values: Mapping[str, Any], defaulted: frozenset[str]) -> Problems:
+    """The pool must be reachable from the external host over the underlay, and so inside
+    it, without taking the lab's own addresses or clashing with the cluster's ranges."""
+    path = "spec.loadBalancerCIDR"
+    pool = values.get(path)
+    # A default pool is cut from the underlay, so it could only repeat the underlay's problems.
+    if pool is None or path in defaulted:
+        return []
+    problems: Problems = []
+    underlay = values.get("spec.underlayCIDR")
+    if underlay is not None and not pool.subnet_of(underlay):
+        suggestion = default_load_balancer_cidr(underlay)
+        example = f"e.g. {suggestion}, " if suggestion is not None else ""
+        problems.append(
+            (
+                path,
+                f"loadBalancerCIDR {pool} is not inside "
+                f"{_shown(values, defaulted, 'spec.underlayCIDR')}: the lab's external host "
+                "reaches LoadBalancer addresses over the underlay; "
+                f"pick a range inside it ({example}or null for no LoadBalancer addresses)",
+            )
+        )
+    elif underlay is not None:
+        # LoadBalancer addresses are the pool's hosts(): all of a /31 or /32, else all but
+        # the pool's own network and broadcast addresses.
+        usable = pool.num_addresses <= 2
+        lab = (
+            (underlay.network_address, "the underlay's network address"),
+            (underlay.network_address + 1, "the lab's external host"),
+            (underlay.broadcast_address, "the underlay's broadcast address"),
+        )
+        for address, role in lab:
+            edge = address in (pool.network_address, pool.broadcast_address)
+            if address in pool and (usable or not edge):
+                problems.append(
+                    (
+                        path,
+                        f"loadBalancerCIDR {pool} includes {address}, {role}; "
+                        "move the pool away from it",
+                    )
+                )
+    for other in ("spec.podCIDR", "spec.serviceCIDR"):
+        if other in values and pool.overlaps(values[other]):
+            problems.append(
+                (
+                    path,
+                    f"loadBalancerCIDR {pool} overlaps {_shown(values, defaulted, other)}; "
+                    "the ranges must not overlap",
+                )
+            )
+    return problems
 
 
 def _relation_problems(values: Mapping[str, Any], defaulted: frozenset[str]) -> Problems:
@@ -534,6 +657,7 @@ def _relation_problems(values: Mapping[str, Any], defaulted: frozenset[str]) -> 
                 "so that each node gets a slice of the pod range",
             )
         )
+    problems += _load_balancer_problems(values, defaulted)
     nodes = values.get("spec.nodes")
     capacity = None if nodes is None else _capacity_problem(values, len(nodes))
     if capacity is not None:

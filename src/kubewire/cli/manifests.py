@@ -35,7 +35,8 @@ class LoadedInput:
         """Workloads that would exhaust the pod ranges of the lab this input builds."""
         spec = ClusterSpec.from_obj(cluster_obj)
         nodes = build_nodes(spec.nodes, pod_cidr=spec.pod_cidr, underlay_cidr=spec.underlay_cidr,
-                            node_cidr_mask_size=spec.node_cidr_mask_size)
+                            node_cidr_mask_size=spec.node_cidr_mask_size,
+                            reserved=spec.reserved_underlay)
         return pod_range_problems(self.objects, nodes)
 
     def all_objects(self) -> list[dict[str, Any]]:

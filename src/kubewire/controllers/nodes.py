@@ -35,9 +35,6 @@ LABEL_OS = "kubernetes.io/os"
 # kube-controller-manager's --node-cidr-mask-size default for IPv4.
 DEFAULT_NODE_CIDR_MASK_SIZE = 24
 
-# Network address, the first host (the lab's gateway on the underlay bridge) and broadcast.
-_UNDERLAY_RESERVED = 3
-
 
 class NodeSpecLike(Protocol):
     """Anything with a node ``name`` and user ``labels`` (a ClusterSpec node, a NodeSpec)."""
@@ -120,24 +117,73 @@ def allocate_pod_cidrs(
     return {name: IPv4Network((base + (slot << shift), mask_size)) for name, slot in slots.items()}
 
 
+class _AddressSlots:
+    """Numbers the node addresses of an underlay, skipping reserved ranges (holes), so that
+    slot ``n`` is the ``n``-th address a node may have."""
+
+    def __init__(self, underlay_cidr: IPv4Network, reserved: Iterable[IPv4Network]) -> None:
+        self.first = int(underlay_cidr.network_address) + 2
+        self.last = int(underlay_cidr.broadcast_address) - 1
+        clipped = sorted(
+            (max(int(r.network_address), self.first), min(int(r.broadcast_address), self.last))
+            for r in reserved
+        )
+        holes: list[tuple[int, int]] = []
+        for low, high in clipped:
+            if low > high:
+                continue  # outside the node range
+            if holes and low <= holes[-1][1] + 1:
+                holes[-1] = (holes[-1][0], max(holes[-1][1], high))
+            else:
+                holes.append((low, high))
+        self.holes = holes
+        span = max(0, self.last - self.first + 1)
+        self.capacity = max(0, span - sum(high - low + 1 for low, high in holes))
+
+    def address(self, slot: int) -> IPv4Address:
+        value = self.first + slot
+        for low, high in self.holes:
+            if value < low:
+                break
+            value += high - low + 1
+        return IPv4Address(value)
+
+    def slot(self, address: IPv4Address) -> int | None:
+        """The slot of ``address``, or None if no node may have it."""
+        value = int(address)
+        if not self.first <= value <= self.last:
+            return None
+        skipped = 0
+        for low, high in self.holes:
+            if value < low:
+                break
+            if value <= high:
+                return None
+            skipped += high - low + 1
+        return value - self.first - skipped
+
+
 def allocate_underlay_addresses(
     underlay_cidr: IPv4Network,
     node_names: Iterable[str],
     existing: Mapping[str, IPv4Address],
+    *,
+    reserved: Sequence[IPv4Network] = (),
 ) -> dict[str, IPv4Address]:
     """One underlay (InternalIP) address per node, sorted by node name.
 
     Hands out ``.2`` upwards: the network address, the first host (reserved for the lab's
-    gateway) and the broadcast address are never given to a node. Raises UnderlayExhausted.
+    gateway), the broadcast address and every address in ``reserved`` (the Cluster's
+    load-balancer pool, ``ClusterSpec.reserved_underlay``) are never given to a node; an
+    existing node holding one of them gets a new address. Raises UnderlayExhausted.
     """
-    first = int(underlay_cidr.network_address) + 2
-    capacity = max(0, underlay_cidr.num_addresses - _UNDERLAY_RESERVED)
-    claimed = {name: int(address) - first for name, address in existing.items()}
+    slots = _AddressSlots(underlay_cidr, reserved)
+    claimed = {name: slots.slot(address) for name, address in existing.items()}
     try:
-        slots = _allocate_slots(node_names, claimed, capacity)
+        allocated = _allocate_slots(node_names, claimed, slots.capacity)
     except _NoFreeSlot as full:
-        raise UnderlayExhausted(underlay_cidr, capacity, full.unserved) from None
-    return {name: IPv4Address(first + slot) for name, slot in slots.items()}
+        raise UnderlayExhausted(underlay_cidr, slots.capacity, full.unserved) from None
+    return {name: slots.address(slot) for name, slot in allocated.items()}
 
 
 def build_node(
@@ -181,8 +227,10 @@ def build_nodes(
     underlay_cidr: IPv4Network,
     node_cidr_mask_size: int = DEFAULT_NODE_CIDR_MASK_SIZE,
     existing_nodes: Iterable[Mapping[str, Any]] = (),
+    reserved: Sequence[IPv4Network] = (),
 ) -> list[dict[str, Any]]:
     """Node objects for ``specs``, sorted by name, keeping the allocations of ``existing_nodes``.
+    No node gets an underlay address inside ``reserved`` (see allocate_underlay_addresses).
 
     Raises DuplicateNodeName, PodCidrExhausted or UnderlayExhausted.
     """
@@ -195,7 +243,7 @@ def build_nodes(
     old_cidrs = {name_of(n): c for n in previous if (c := pod_cidr_of(n)) is not None}
     old_addresses = {name_of(n): a for n in previous if (a := internal_ip_of(n)) is not None}
     cidrs = allocate_pod_cidrs(pod_cidr, node_cidr_mask_size, seen, old_cidrs)
-    addresses = allocate_underlay_addresses(underlay_cidr, seen, old_addresses)
+    addresses = allocate_underlay_addresses(underlay_cidr, seen, old_addresses, reserved=reserved)
     by_name = {spec.name: spec for spec in specs}
     return [
         build_node(name, by_name[name].labels, cidrs[name], addresses[name])

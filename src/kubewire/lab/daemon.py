@@ -119,7 +119,8 @@ class LabDaemon:
         for name in sorted(set(self.agents) - set(wanted)):
             await self._remove_node(name)
         addresses = node_ctl.allocate_underlay_addresses(
-            spec.underlay_cidr, sorted(wanted), dict(self.underlay))
+            spec.underlay_cidr, sorted(wanted), dict(self.underlay),
+            reserved=spec.reserved_underlay)
         new = [n for n in spec.nodes if n.name not in self.agents]
         loop = asyncio.get_running_loop()
         prefix = spec.underlay_cidr.prefixlen
@@ -222,7 +223,7 @@ class LabDaemon:
         if new.name != self.spec.name:
             raise ApplyError(f"Cluster {new.name!r} does not match this lab ({self.spec.name!r})")
         fixed = ("pod_cidr", "node_cidr_mask_size", "service_cidr", "underlay_cidr", "network",
-                 "cni", "dns_domain")
+                 "cni", "dns_domain", "load_balancer_cidr")
         for attr in fixed:
             if getattr(new, attr) != getattr(self.spec, attr):
                 raise ApplyError(

@@ -22,6 +22,11 @@ from kubewire.api.objects import DEFAULT_NAMESPACE
 from kubewire.api.validation.across import BUILTIN_NAMESPACES, check_across
 from kubewire.api.validation.common import PROTOCOLS, Checker
 from kubewire.api.validation.configmaps import check_config_map
+from kubewire.api.validation.endpointslices import (
+    ADDRESS_TYPES,
+    LABEL_SERVICE_NAME,
+    check_endpoint_slice,
+)
 from kubewire.api.validation.metadata import check_metadata
 from kubewire.api.validation.pods import check_pod
 from kubewire.api.validation.services import NODE_PORT_RANGE as NODE_PORT_RANGE
@@ -33,7 +38,9 @@ from kubewire.api.validation.workloads import (
 )
 
 __all__ = [
+    "ADDRESS_TYPES",
     "BUILTIN_NAMESPACES",
+    "LABEL_SERVICE_NAME",
     "PROTOCOLS",
     "SERVICE_TYPES",
     "VALIDATORS",
@@ -64,6 +71,7 @@ VALIDATORS: Mapping[str, Validator] = {
     "Pod": check_pod,
     "Service": check_service,
     "ConfigMap": check_config_map,
+    "EndpointSlice": check_endpoint_slice,
     "Deployment": check_replicated,
     "ReplicaSet": check_replicated,
     "StatefulSet": check_statefulset,

@@ -19,6 +19,7 @@ _TOP_LEVEL_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
 _TOP_LEVEL_FIELDS_BY_KIND: Mapping[str, tuple[str, ...]] = {
     "ConfigMap": ("apiVersion", "kind", "metadata", "data", "binaryData", "immutable"),
     "Cluster": ("apiVersion", "kind", "metadata", "spec"),
+    "EndpointSlice": ("apiVersion", "kind", "metadata", "addressType", "endpoints", "ports"),
 }
 _METADATA_FIELDS = (
     "name",
