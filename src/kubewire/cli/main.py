@@ -223,7 +223,7 @@ def apply(ctx: click.Context, files: Sequence[str]) -> None:
     loaded = load_or_fail(files)
     client = daemon(ctx)
     reply = call(client, {"op": "apply", "objects": loaded.all_objects()})
-    for w in loaded.warnings:
+    for w in loaded.warnings_for_running_lab():
         click.echo(f"warning: {w}", err=True)
     for r in reply["results"]:
         click.echo(f"{r['object']} {r['action']}")
@@ -302,10 +302,14 @@ def get(ctx: click.Context, type_name: str, name: str | None, namespace: str | N
     client = daemon(ctx)
     all_items: list[dict[str, Any]] = []
     chunks = []
+    notes: list[str] = []
     pods_for_ctx: list[dict[str, Any]] | None = None
     for kind in kinds:
         ns = None if all_namespaces or not _namespaced(kind) else (namespace or "default")
-        items = call(client, {"op": "get", "kind": kind, "namespace": ns, "name": name})["items"]
+        got = call(client, {"op": "get", "kind": kind, "namespace": ns, "name": name})
+        items = got["items"]
+        notes += [f"{svc}: {why}" for svc, whys in got.get("notes", {}).items() for why in whys
+                  if kind == "EndpointSlice" and (not name or svc.endswith(f"/{name}"))]
         if sel is not None:
             items = [i for i in items if sel.matches(i["metadata"].get("labels", {}))]
         if name and not items:
@@ -333,6 +337,9 @@ def get(ctx: click.Context, type_name: str, name: str | None, namespace: str | N
             click.echo(f"{i['kind'].lower()}/{i['metadata']['name']}")
     else:
         click.echo("\n\n".join(chunks))
+        if notes:
+            # Why endpoints are missing (kubectl has no column for it; events would say).
+            click.echo("\nNotes:\n  " + "\n  ".join(notes))
 
 
 # -- exec / logs -------------------------------------------------------------------

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubewire.api.cluster import ClusterSpec
+from kubewire.api.errors import ManifestWarning
 from kubewire.api.loader import load_paths
 from kubewire.api.validation import validate
 from kubewire.controllers.admission import pod_range_problems
@@ -18,7 +19,12 @@ from kubewire.controllers.nodes import build_nodes
 class LoadedInput:
     objects: list[dict[str, Any]]          # everything but the Cluster object
     cluster: dict[str, Any] | None         # the Cluster object, if one was given
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[ManifestWarning] = field(default_factory=list)
+
+    def warnings_for_running_lab(self) -> list[ManifestWarning]:
+        """Warnings that still hold when applying to a running lab: there the daemon checks
+        namespaces against the lab itself, so "namespace not declared in the input" is noise."""
+        return [w for w in self.warnings if w.field != "metadata.namespace"]
 
     def cluster_object(self, name_override: str | None = None) -> dict[str, Any]:
         """The Cluster object to build, with every default filled in."""
@@ -52,4 +58,4 @@ def load_input(paths: Sequence[str]) -> LoadedInput:
             cluster = m.obj
         else:
             objects.append(m.obj)
-    return LoadedInput(objects, cluster, [str(w) for w in result.warnings])
+    return LoadedInput(objects, cluster, list(result.warnings))

@@ -35,6 +35,7 @@ from kubewire.kernel import hostlimits
 from kubewire.lab import names, topology
 from kubewire.lab.agent import NodeAgent
 from kubewire.lab.controlplane import ControlPlane
+from kubewire.lab.servicecontrol import ServiceController
 from kubewire.lab.state import LabDirs
 from kubewire.store.store import NotFound, ObjectStore, key_of
 from kubewire.workload import runner
@@ -62,6 +63,7 @@ class LabDaemon:
         self.agents: dict[str, tuple[NodeAgent, asyncio.Task[None]]] = {}
         self.underlay: dict[str, IPv4Address] = {}
         self.control: ControlPlane | None = None
+        self.services: ServiceController | None = None
         self.podserver_proc: subprocess.Popen[bytes] | None = None
         self.plugin_server: PluginServer | None = None
         self._stop = asyncio.Event()
@@ -90,6 +92,8 @@ class LabDaemon:
         self._start_podserver()
         self.control = ControlPlane(self.store, self.spec)
         self._control_task = asyncio.create_task(self.control.run())
+        self.services = ServiceController(self.store, self.spec)
+        self._services_task = asyncio.create_task(self.services.run())
         await self._set_nodes(self.spec)
 
     def _start_podserver(self) -> None:
@@ -159,7 +163,12 @@ class LabDaemon:
             return self.delete([tuple(k) for k in request["keys"]],
                                bool(request.get("ignore_missing")))
         if op == "get":
-            return {"ok": True, "items": self.get(request)}
+            reply: dict[str, Any] = {"ok": True, "items": self.get(request)}
+            if request["kind"] in ("EndpointSlice", "Service") and self.services is not None:
+                ns = request.get("namespace")
+                reply["notes"] = {k: v for k, v in sorted(self.services.explanations.items())
+                                  if ns is None or k.startswith(f"{ns}/")}
+            return reply
         if op == "status":
             return {"ok": True, **self.status()}
         if op == "wait":
@@ -188,6 +197,8 @@ class LabDaemon:
                     problems.append(str(exc))
         if not problems and new_cluster is None:
             problems = self._pod_range_problems(objects)
+        if not problems and self.services is not None:
+            problems = self.services.admission_problems(objects)
         if problems:
             return {"ok": False, "error": "\n".join(problems)}
         results = []
@@ -243,6 +254,9 @@ class LabDaemon:
             self.store.put(obj)
             return {"object": label, "action": "created"}
         meta["uid"] = current["metadata"].get("uid")
+        if kind == "Service" and self.services is not None:
+            obj = self.services.defaulted(obj)
+            meta = obj["metadata"]
         if kind == "Pod" and "nodeName" in current["spec"]:
             obj["spec"].setdefault("nodeName", current["spec"]["nodeName"])
         same = all(obj.get(f) == current.get(f) for f in ("spec", "data")) and all(
@@ -311,7 +325,8 @@ class LabDaemon:
             "completed": completed,
             "failed": failed,
             "unschedulable": self.control.unschedulable if self.control else {},
-            "warnings": self.control.warnings if self.control else [],
+            "warnings": [*(self.control.warnings if self.control else []),
+                         *(self.services.warnings if self.services else [])],
             "backend": self.spec.network.backend,
             "cni": self.spec.cni,
         }
@@ -334,7 +349,7 @@ class LabDaemon:
             await asyncio.sleep(0.2)
 
     def _derived_settled(self) -> bool:
-        return self.control is not None and not self.control.busy()
+        return all(c is not None and not c.busy() for c in (self.control, self.services))
 
     # -- serving -----------------------------------------------------------------
     async def serve(self) -> None:

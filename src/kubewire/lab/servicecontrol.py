@@ -25,7 +25,7 @@ WATCHED = ("Service", "Pod", "EndpointSlice")
 
 
 def _managed(sl: dict[str, Any]) -> bool:
-    return sl["metadata"].get("labels", {}).get(MANAGED_BY) == CONTROLLER_NAME
+    return bool(sl["metadata"].get("labels", {}).get(MANAGED_BY) == CONTROLLER_NAME)
 
 
 def _content(obj: dict[str, Any]) -> Any:
@@ -90,6 +90,20 @@ class ServiceController:
             have = self.store.get(*key)
             if have is None or _content(have) != _content(sl):
                 self.store.put(sl)
+
+    def defaulted(self, service: dict[str, Any]) -> dict[str, Any]:
+        """The Service as the store will hold it: defaults filled and allocations kept.
+
+        Stands in for kubectl's three-way merge: re-applying a manifest that does not
+        mention the clusterIP or nodePorts keeps the allocated ones instead of churning.
+        """
+        others = [s for s in self.store.list("Service") if key_of(s) != key_of(service)]
+        current = self.store.get(*key_of(service))
+        existing = [*others, *([current] if current else [])]
+        allocation = allocate_services([*others, service], self.spec.service_cidr,
+                                       self.spec.load_balancer_cidr, existing=existing)
+        mine = [s for s in allocation.services if key_of(s) == key_of(service)]
+        return {**service, "spec": mine[0]["spec"]} if mine else service
 
     def admission_problems(self, incoming: list[dict[str, Any]]) -> list[str]:
         """Problems the allocator finds in `incoming` Services, against the store's."""
