@@ -13,6 +13,7 @@ are set up concurrently without touching each other's namespaces.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,8 @@ from kubewire.lab import names
 from kubewire.lab.cniconfig import LOOPBACK_NETWORK, loopback_network, write_pod_network
 from kubewire.lab.containers import Container, pod_status, should_restart
 from kubewire.lab.state import LabDirs
+from kubewire.proxy import NodeContext, ProxyCompiler, ProxyError
+from kubewire.proxy.sync import ProxySyncer
 from kubewire.routing import (
     VTEP_MAC_ANNOTATION,
     NodeInfo,
@@ -110,6 +113,11 @@ class NodeAgent:
         self._pod_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._cidr_ready = asyncio.Event()
         self._routing_dirty = asyncio.Event()
+        # kube-proxy's role: Services + EndpointSlices -> this node's nftables table.
+        self.proxy_compiler = ProxyCompiler(
+            NodeContext(node, (str(underlay_ip),), str(spec.pod_cidr)))
+        self.proxy = ProxySyncer(self.netns_path)
+        self._proxy_dirty = asyncio.Event()
 
     def _plugin_dirs(self) -> list[Path]:
         if self.spec.cni == "reference":
@@ -147,18 +155,22 @@ class NodeAgent:
 
     async def run(self) -> None:
         self._register(self.node_object())
-        watch = self.client.watch(["Node", "Pod"])
-        routing = asyncio.create_task(self._routing_loop())
+        watch = self.client.watch(["Node", "Pod", "Service", "EndpointSlice"])
+        loops = [asyncio.create_task(self._routing_loop()),
+                 asyncio.create_task(self._proxy_loop())]
         try:
             async for event in watch:
                 for ev in [event, *watch.drain()]:
                     obj = ev.obj
                     if obj["kind"] == "Node":
                         self._on_node(ev.type, obj)
+                    elif obj["kind"] in ("Service", "EndpointSlice"):
+                        self._proxy_dirty.set()
                     elif obj["spec"].get("nodeName") == self.node:
                         self._on_pod(ev.type, obj)
         finally:
-            routing.cancel()
+            for task in loops:
+                task.cancel()
             watch.close()
 
     # -- nodes and routing -----------------------------------------------------
@@ -218,6 +230,36 @@ class NodeAgent:
                     self.pool, sync_node_network, self.netns_path, desired)
             except Exception:
                 log.exception("routing sync failed on %s", self.node)
+
+    # -- services (kube-proxy) ---------------------------------------------------
+    PROXY_RESYNC_SECONDS = 30.0
+
+    async def _proxy_loop(self) -> None:
+        """Compile and sync on every Service/EndpointSlice change (coalesced), and do a
+        full resync periodically: it repairs rules someone changed by hand."""
+        loop = asyncio.get_running_loop()
+        last_full = time.monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._proxy_dirty.wait(), self.PROXY_RESYNC_SECONDS)
+            await asyncio.sleep(0.01)
+            self._proxy_dirty.clear()
+            ruleset = self.proxy_compiler.compile(self.client.list("Service"),
+                                                  self.client.list("EndpointSlice"))
+            full = time.monotonic() - last_full >= self.PROXY_RESYNC_SECONDS
+            try:
+                sync = self.proxy.resync if full else self.proxy.sync
+                report = await loop.run_in_executor(self.pool, sync, ruleset)
+                if full:
+                    last_full = time.monotonic()
+                if report.changes:
+                    log.info("proxy on %s: %s sync, %d changes in %.1f ms", self.node,
+                             report.reason, report.changes, report.seconds * 1000)
+            except ProxyError as exc:
+                # The previous ruleset stays in force; the syncer makes the retry full.
+                log.error("proxy sync on %s failed (will retry): %s", self.node, exc)
+                await asyncio.sleep(1.0)
+                self._proxy_dirty.set()
 
     # -- pods --------------------------------------------------------------------
     def _on_pod(self, type_: str, pod: dict[str, Any]) -> None:

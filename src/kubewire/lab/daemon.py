@@ -31,8 +31,8 @@ from kubewire.cni.server import PluginServer
 from kubewire.cni.shim import install_plugins
 from kubewire.controllers import nodes as node_ctl
 from kubewire.controllers.admission import pod_range_problems
-from kubewire.kernel import hostlimits
-from kubewire.lab import names, topology
+from kubewire.kernel import hostlimits, netns
+from kubewire.lab import announcer, names, topology
 from kubewire.lab.agent import NodeAgent
 from kubewire.lab.controlplane import ControlPlane
 from kubewire.lab.servicecontrol import ServiceController
@@ -94,6 +94,7 @@ class LabDaemon:
         self._control_task = asyncio.create_task(self.control.run())
         self.services = ServiceController(self.store, self.spec)
         self._services_task = asyncio.create_task(self.services.run())
+        self._announcer_task = asyncio.create_task(self._announce())
         await self._set_nodes(self.spec)
 
     def _start_podserver(self) -> None:
@@ -117,6 +118,25 @@ class LabDaemon:
                     raise RuntimeError("the pod server did not start; see podserver.log") from None
                 time.sleep(0.01)
 
+    async def _announce(self) -> None:
+        """Keep the external host's routes to LoadBalancer/external IPs current."""
+        watch = self.store.watch(["Service", "EndpointSlice", "Node"])
+        path = netns.netns_path(names.host_netns(self.lab, EXTERNAL_HOST))
+        loop = asyncio.get_running_loop()
+        try:
+            async for _event in watch:
+                await asyncio.sleep(0.01)
+                watch.drain()
+                node_ips = {n: str(ip) for n, ip in self.underlay.items()}
+                desired = announcer.desired_routes(self.store.list("Service"),
+                                                   self.store.list("EndpointSlice"), node_ips)
+                try:
+                    await loop.run_in_executor(self.pool, announcer.sync_routes, path, desired)
+                except Exception:
+                    log.exception("announcing external addresses failed")
+        finally:
+            watch.close()
+
     # -- nodes -------------------------------------------------------------------
     async def _set_nodes(self, spec: ClusterSpec) -> None:
         wanted = {n.name: n for n in spec.nodes}
@@ -130,7 +150,8 @@ class LabDaemon:
         prefix = spec.underlay_cidr.prefixlen
         await asyncio.gather(*(
             loop.run_in_executor(self.pool, topology.add_node, self.lab, n.name,
-                                 IPv4Interface(f"{addresses[n.name]}/{prefix}"))
+                                 IPv4Interface(f"{addresses[n.name]}/{prefix}"),
+                                 next(spec.underlay_cidr.hosts()))
             for n in new))
         for n in new:
             self.underlay[n.name] = IPv4Address(str(addresses[n.name]))

@@ -7,7 +7,7 @@ own interfaces: a missing route can only ever drop lab traffic, not leak it.
 from __future__ import annotations
 
 import os
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 from kubewire.kernel import netns
@@ -31,15 +31,29 @@ def create_underlay(lab: str) -> Path:
     return path
 
 
-def add_node(lab: str, node: str, address: IPv4Interface) -> Path:
-    """Create a node namespace wired to the underlay with `address` on its eth0."""
+def add_node(lab: str, node: str, address: IPv4Interface,
+             gateway: IPv4Address | None = None) -> Path:
+    """Create a node namespace wired to the underlay with `address` on its eth0.
+
+    With `gateway`, the node gets a default route to it, as a kind node has one to its
+    Docker network's gateway: traffic for no known destination (a Service address kube-proxy
+    did not translate, say) then reaches the forward hook and is answered there, instead of
+    failing with "network unreachable" before any rule sees it. The gateway is the lab's
+    external host, which does not forward, so nothing leaves the lab.
+    """
     path = _attached_namespace(names.node_netns(lab, node), lab, node, address)
     try:
+        if gateway is not None:
+            with ipr_in(path) as ipr:
+                ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway))
         # A node routes for its pods; rp_filter off because VXLAN/host-gw replies may
         # arrive on a different interface than the one the request left by.
         set_sysctl(path, "net.ipv4.ip_forward", "1")
         set_sysctl(path, "net.ipv4.conf.all.rp_filter", "0")
         set_sysctl(path, "net.ipv4.conf.default.rp_filter", "0")
+        # Pods on one bridge talk at L2; the proxy's NAT must still see those packets
+        # (a Service reply from a pod on the same node), as kubeadm's preflight demands.
+        set_sysctl(path, "net.bridge.bridge-nf-call-iptables", "1")
     except OSError as exc:
         netns.delete_netns(names.node_netns(lab, node))
         raise TopologyError(f"could not configure node {node}: {exc}") from exc
