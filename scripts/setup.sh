@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(iproute2 nftables conntrack iputils-ping curl util-linux procps
+APT_PACKAGES=(iproute2 nftables iptables conntrack iputils-ping curl util-linux procps
               containernetworking-plugins tcpdump dnsutils)
 
 missing=()
