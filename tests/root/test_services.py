@@ -90,6 +90,14 @@ spec:
 ---
 apiVersion: v1
 kind: Service
+metadata: {name: web-ext}
+spec:
+  selector: {app: web}
+  externalIPs: [172.18.200.10]
+  ports: [{port: 8088, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
 metadata: {name: nobody}
 spec:
   selector: {app: nothing}
@@ -156,6 +164,9 @@ def test_every_service_type_carries_real_traffic(tmp_path: Path) -> None:
         # LoadBalancer from the external client.
         lb_ip = service(name, "web-lb")["status"]["loadBalancer"]["ingress"][0]["ip"]
         assert http_get_from(ext, lb_ip, 80)["pod"] in web_pods.values()
+
+        # externalIPs: routed to the nodes (as an admin's router would) and proxied there.
+        assert http_get_from(ext, "172.18.200.10", 8088)["pod"] in web_pods.values()
 
         # externalTrafficPolicy Local: the real client address reaches the pod.
         local = service(name, "web-local")["status"]["loadBalancer"]["ingress"][0]["ip"]
