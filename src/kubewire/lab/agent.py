@@ -244,8 +244,11 @@ class NodeAgent:
                 await asyncio.wait_for(self._proxy_dirty.wait(), self.PROXY_RESYNC_SECONDS)
             await asyncio.sleep(0.01)
             self._proxy_dirty.clear()
-            ruleset = self.proxy_compiler.compile(self.client.list("Service"),
-                                                  self.client.list("EndpointSlice"))
+            # Compile off the event loop (seconds at 10k Services would stall every agent);
+            # the lists are snapshots and stored objects are never changed in place.
+            ruleset = await loop.run_in_executor(
+                self.pool, self.proxy_compiler.compile, self.client.list("Service"),
+                self.client.list("EndpointSlice"))
             full = time.monotonic() - last_full >= self.PROXY_RESYNC_SECONDS
             try:
                 sync = self.proxy.resync if full else self.proxy.sync
