@@ -14,8 +14,11 @@ demo: setup
 	$(KW) up -f examples/quickstart/
 	$(KW) get pods -A -o wide
 	$(KW) check
+	$(KW) apply -f examples/services/
+	$(KW) get svc,endpointslices -n shop
 	@echo
 	@echo "The lab keeps running. Try:  $(KW) exec client -- ip route"
+	@echo "                             $(KW) exec host/external -- curl -s <web-lb EXTERNAL-IP>/"
 	@echo "Remove it with:              $(KW) down quickstart"
 
 lint: setup
