@@ -31,7 +31,15 @@ from operator import attrgetter
 from typing import Any
 
 from kubewire.proxy import names
-from kubewire.proxy.model import Chain, Hook, NftSet, Ruleset, UdpFrontend, gc_paused
+from kubewire.proxy.model import (
+    Chain,
+    Hook,
+    NftSet,
+    Ruleset,
+    RulesetDelta,
+    UdpFrontend,
+    gc_paused,
+)
 from kubewire.proxy.views import (
     NodeContext,
     ServicePortView,
@@ -298,13 +306,241 @@ def fixed_chains(node: NodeContext) -> tuple[Chain, ...]:
                  for name, rules in _fixed_chains(node).items())
 
 
+class _Conflict(Exception):
+    """Two Services claim one key: only a full assembly (in name order) settles it."""
+
+
+_MISSING: Any = object()
+_STATIC_SETS = (names.SERVICE_IPS, names.SERVICE_NODEPORTS, names.NO_ENDPOINT_SERVICES,
+                names.NO_ENDPOINT_NODEPORTS, names.CLUSTER_IP_PORTS, names.HAIRPIN_ENDPOINTS)
+_SET_TYPES = {names.SERVICE_IPS: (DISPATCH_KEY, "verdict"),
+              names.SERVICE_NODEPORTS: (NODEPORT_KEY, "verdict"),
+              names.NO_ENDPOINT_SERVICES: (DISPATCH_KEY, "verdict"),
+              names.NO_ENDPOINT_NODEPORTS: (NODEPORT_KEY, "verdict"),
+              names.CLUSTER_IP_PORTS: (DISPATCH_KEY, None),
+              names.HAIRPIN_ENDPOINTS: ("ipv4_addr . ipv4_addr", None)}
+
+
+class _Assembly:
+    """The assembled table as mutable indexes, updated per Service fragment.
+
+    A ``Ruleset`` made from it shares its dicts, so every dict is copied before its first
+    change after ``snapshot()`` (copy-on-write); the old ruleset stays as it was. While
+    applying a change it remembers each touched chain's and element's old value, which
+    gives the delta for the incremental planner without comparing whole rulesets.
+    """
+
+    def __init__(self, node: NodeContext) -> None:
+        self.chains: dict[str, Chain] = {c.name: c for c in fixed_chains(node)}
+        self.elements: dict[str, dict[str, str | None]] = {n: {} for n in _STATIC_SETS}
+        self.nodeport_ips = NftSet(names.NODEPORT_IPS, "ipv4_addr",
+                                   elements=tuple((ip, None) for ip in node.node_ips))
+        self.affinity: dict[str, NftSet] = {}
+        self.dispatch_owner: dict[str, str] = {}
+        self.nodeport_owner: dict[str, str] = {}
+        self.refs: dict[str, dict[str, int]] = {names.CLUSTER_IP_PORTS: {},
+                                                names.HAIRPIN_ENDPOINTS: {}}
+        self.udp: dict[tuple[str, str], tuple[UdpFrontend, ...]] = {}
+        self.warnings: list[str] = []
+        self.strict = False
+        self._shared: set[str] = set()  # dicts the last snapshot still refers to
+        self._old_chains: dict[str, Chain] = {}
+        self._old_elements: dict[str, dict[str, str | None]] = {}
+        self._old_sets: dict[str, NftSet] = {}
+
+    def begin(self) -> None:
+        """Start recording a change against the last snapshot."""
+        self.strict = True
+        self._old_chains, self._old_elements, self._old_sets = {}, {}, {}
+
+    def _own(self, what: str) -> None:
+        if what in self._shared:
+            self._shared.discard(what)
+            if what == "chains":
+                self.chains = dict(self.chains)
+            elif what == "affinity":
+                self.affinity = dict(self.affinity)
+            else:
+                self.elements[what] = dict(self.elements[what])
+
+    def _set_chain(self, name: str, chain: Chain | None) -> None:
+        self._own("chains")
+        if self.strict and name not in self._old_chains:
+            self._old_chains[name] = self.chains.get(name, _MISSING)
+        if chain is None:
+            del self.chains[name]
+        else:
+            self.chains[name] = chain
+
+    def _set_element(self, set_name: str, key: str, value: Any) -> None:
+        self._own(set_name)
+        elements = self.elements[set_name]
+        if self.strict:
+            old = self._old_elements.setdefault(set_name, {})
+            if key not in old:
+                old[key] = elements.get(key, _MISSING)
+        if value is _MISSING:
+            del elements[key]
+        else:
+            elements[key] = value
+
+    def _set_affinity(self, name: str, s: NftSet | None) -> None:
+        self._own("affinity")
+        if self.strict and name not in self._old_sets:
+            self._old_sets[name] = self.affinity.get(name, _MISSING)
+        if s is None:
+            del self.affinity[name]
+        else:
+            self.affinity[name] = s
+
+    def _claim(self, owners: dict[str, str], live_set: str, dead_set: str, owner: str,
+               entries: tuple[tuple[str, str, str], ...], live: bool) -> None:
+        for key, verdict, what in entries:
+            other = owners.get(key)
+            if other is not None and other != owner:
+                if self.strict:
+                    raise _Conflict(key)
+                self.warnings.append(f"{owner}: {what} is already used by {other}; ignored")
+                continue
+            owners[key] = owner
+            there, elsewhere = (live_set, dead_set) if live else (dead_set, live_set)
+            if key in self.elements[elsewhere]:
+                self._set_element(elsewhere, key, _MISSING)
+            if self.elements[there].get(key, _MISSING) != verdict:
+                self._set_element(there, key, verdict)
+
+    def _unclaim(self, owners: dict[str, str], sets: tuple[str, str], owner: str,
+                 entries: tuple[tuple[str, str, str], ...]) -> None:
+        for key, _, _ in entries:
+            if owners.get(key) != owner:
+                continue
+            del owners[key]
+            for name in sets:
+                if key in self.elements[name]:
+                    self._set_element(name, key, _MISSING)
+
+    def _ref(self, set_name: str, keys: Iterable[str], step: int) -> None:
+        refs = self.refs[set_name]
+        for key in keys:
+            n = refs.get(key, 0) + step
+            if n:
+                refs[key] = n
+            else:
+                del refs[key]
+            if n == 0:
+                self._set_element(set_name, key, _MISSING)
+            elif n == 1 and step == 1:
+                self._set_element(set_name, key, None)
+
+    def add(self, key: tuple[str, str], owner: str, f: _Fragment) -> None:
+        for c in f.chains:
+            if self.strict and c.name in self.chains:
+                raise _Conflict(c.name)
+            self._set_chain(c.name, c)
+        self._claim(self.dispatch_owner, names.SERVICE_IPS, names.NO_ENDPOINT_SERVICES,
+                    owner, f.service_ips, True)
+        self._claim(self.dispatch_owner, names.SERVICE_IPS, names.NO_ENDPOINT_SERVICES,
+                    owner, f.no_ep_services, False)
+        self._claim(self.nodeport_owner, names.SERVICE_NODEPORTS, names.NO_ENDPOINT_NODEPORTS,
+                    owner, f.nodeports, True)
+        self._claim(self.nodeport_owner, names.SERVICE_NODEPORTS, names.NO_ENDPOINT_NODEPORTS,
+                    owner, f.no_ep_nodeports, False)
+        for name, timeout in f.affinity:
+            if self.strict and name in self.affinity:
+                raise _Conflict(name)
+            self._set_affinity(name, NftSet(name, "ipv4_addr", flags=("dynamic", "timeout"),
+                                            timeout=timeout))
+        self._ref(names.CLUSTER_IP_PORTS, set(f.cluster_ports), 1)
+        self._ref(names.HAIRPIN_ENDPOINTS, f.hairpin, 1)
+        if f.udp:
+            self.udp[key] = f.udp
+
+    def remove(self, key: tuple[str, str], owner: str, f: _Fragment) -> None:
+        for c in f.chains:
+            self._set_chain(c.name, None)
+        self._unclaim(self.dispatch_owner, (names.SERVICE_IPS, names.NO_ENDPOINT_SERVICES),
+                      owner, f.service_ips + f.no_ep_services)
+        self._unclaim(self.nodeport_owner,
+                      (names.SERVICE_NODEPORTS, names.NO_ENDPOINT_NODEPORTS),
+                      owner, f.nodeports + f.no_ep_nodeports)
+        for name, _ in f.affinity:
+            self._set_affinity(name, None)
+        self._ref(names.CLUSTER_IP_PORTS, set(f.cluster_ports), -1)
+        self._ref(names.HAIRPIN_ENDPOINTS, f.hairpin, -1)
+        self.udp.pop(key, None)
+
+    def delta(self, base: object) -> RulesetDelta:
+        added, changed, removed = [], [], []
+        needs_full = False
+        for name, old in self._old_chains.items():
+            new = self.chains.get(name, _MISSING)
+            if old is _MISSING:
+                if new is not _MISSING:
+                    added.append(name)
+            elif new is _MISSING:
+                removed.append(name)
+            elif old is not new:
+                needs_full = needs_full or old.hook != new.hook
+                if old.rules != new.rules:
+                    changed.append(name)
+        sets_added, sets_removed = [], []
+        for name, old_set in self._old_sets.items():
+            new_set = self.affinity.get(name, _MISSING)
+            if old_set is _MISSING:
+                if new_set is not _MISSING:
+                    sets_added.append(name)
+            elif new_set is _MISSING:
+                sets_removed.append(name)
+            elif old_set.definition() != new_set.definition():
+                needs_full = True
+        gone_by_set, came_by_set = [], []
+        for name in sorted(self._old_elements):
+            elements = self.elements[name]
+            gone, came = [], []
+            for key, old_value in self._old_elements[name].items():
+                value = elements.get(key, _MISSING)
+                if value is _MISSING and old_value is _MISSING:
+                    continue
+                if old_value is _MISSING:
+                    came.append((key, value))
+                elif value is _MISSING:
+                    gone.append((key, old_value))
+                elif value != old_value:
+                    gone.append((key, old_value))
+                    came.append((key, value))
+            if gone:
+                gone_by_set.append((name, tuple(sorted(gone))))
+            if came:
+                came_by_set.append((name, tuple(sorted(came))))
+        return RulesetDelta(
+            base=base, chains_added=tuple(sorted(added)), chains_changed=tuple(sorted(changed)),
+            chains_removed=tuple(sorted(removed)), sets_added=tuple(sorted(sets_added)),
+            sets_removed=tuple(sorted(sets_removed)), elements_gone=tuple(gone_by_set),
+            elements_came=tuple(came_by_set), needs_full=needs_full)
+
+    def snapshot(self, delta: RulesetDelta | None) -> Ruleset:
+        sets: dict[str, NftSet] = dict(self.affinity)
+        sets[names.NODEPORT_IPS] = self.nodeport_ips
+        for name in _STATIC_SETS:
+            key_type, data_type = _SET_TYPES[name]
+            sets[name] = NftSet.from_dict(name, key_type, self.elements[name], data_type)
+        self._shared = {"chains", "affinity", *_STATIC_SETS}
+        self.strict = False
+        return Ruleset.from_indexes(self.chains, sets, tuple(self.udp.items()),
+                                    tuple(self.warnings), delta)
+
+
 class ProxyCompiler:
     """``compile_proxy`` with a memory, for an agent that recompiles on every change.
 
     A Service whose view and EndpointSlice views are unchanged since the last call reuses
-    its compiled fragment (and, given dicts with ``metadata.resourceVersion``, its views),
-    so a change to one Service of 10k costs little more than assembling the result.
-    The output is exactly ``compile_proxy``'s for the same input.
+    its compiled fragment (and, given dicts with ``metadata.resourceVersion``, its views).
+    The assembled table is kept too and only the changed Services' fragments are taken
+    out and put back, so a change to one Service of 10k costs one pass over the input;
+    the result carries a ``delta`` from the previous result for the incremental planner.
+    A Service claiming a key another one holds (and any call while such a conflict
+    exists) reassembles everything in name order. The output is exactly
+    ``compile_proxy``'s for the same input.
     """
 
     def __init__(self, node: NodeContext) -> None:
@@ -312,6 +548,8 @@ class ProxyCompiler:
         self._views = ViewCache()
         self._memo: dict[tuple[str, str],
                          tuple[ServiceView, tuple[SliceView, ...], _Fragment]] = {}
+        self._assembly: _Assembly | None = None
+        self._last: Ruleset | None = None
 
     def compile(
         self,
@@ -330,84 +568,50 @@ class ProxyCompiler:
         for sl in self._views.slices(slices):
             if sl.service_name:
                 by_service[(sl.namespace, sl.service_name)].append(sl)
+        old_memo = self._memo
         memo: dict[tuple[str, str], tuple[ServiceView, tuple[SliceView, ...], _Fragment]] = {}
-        fragments: list[tuple[str, _Fragment]] = []
-        for svc in sorted(self._views.services(services), key=lambda s: (s.namespace, s.name)):
+        fragments: list[tuple[tuple[str, str], _Fragment]] = []
+        changed: list[tuple[str, str]] = []
+        for svc in self._views.services(services):
             key = (svc.namespace, svc.name)
             found = by_service.get(key, ())
             svc_slices = tuple(found) if len(found) < 2 else tuple(sorted(
                 found, key=attrgetter("name")))
-            hit = self._memo.get(key)
-            if (hit is not None and (hit[0] is svc or hit[0] == svc)
-                    and _same(hit[1], svc_slices)):
+            hit = old_memo.get(key)
+            # Tuple comparison tests identity first: unchanged views cost no field compare.
+            if hit is not None and (hit[0] is svc or hit[0] == svc) and hit[1] == svc_slices:
                 fragment = hit[2]
             else:
                 fragment = compile_service(svc, svc_slices, self.node)
+                changed.append(key)
             memo[key] = (svc, svc_slices, fragment)
-            fragments.append((f"{svc.namespace}/{svc.name}", fragment))
+            fragments.append((key, fragment))
         self._memo = memo
-        return _assemble(fragments, self.node)
-
-
-def _same(a: tuple[SliceView, ...], b: tuple[SliceView, ...]) -> bool:
-    return len(a) == len(b) and all(x is y or x == y for x, y in zip(a, b, strict=True))
-
-
-def _assemble(fragments: Sequence[tuple[str, _Fragment]], node: NodeContext) -> Ruleset:
-    chains: list[Chain] = list(fixed_chains(node))
-    dispatch: dict[str, tuple[str, str, bool]] = {}  # key -> (verdict, owner, has endpoints)
-    nodeport: dict[str, tuple[str, str, bool]] = {}
-    affinity: list[tuple[str, int]] = []
-    cluster_ports: set[str] = set()
-    hairpin: set[str] = set()
-    udp: list[UdpFrontend] = []
-    warnings: list[str] = []
-
-    def claim(table: dict[str, tuple[str, str, bool]], owner: str,
-              entries: tuple[tuple[str, str, str], ...], live: bool) -> None:
-        for key, verdict, what in entries:
-            other = table.get(key)
-            if other is not None and other[1] != owner:
-                warnings.append(f"{owner}: {what} is already used by {other[1]}; ignored")
-                continue
-            table[key] = (verdict, owner, live)
-
-    for owner, f in fragments:
-        chains.extend(f.chains)
-        claim(dispatch, owner, f.service_ips, True)
-        claim(dispatch, owner, f.no_ep_services, False)
-        claim(nodeport, owner, f.nodeports, True)
-        claim(nodeport, owner, f.no_ep_nodeports, False)
-        affinity.extend(f.affinity)
-        cluster_ports.update(f.cluster_ports)
-        hairpin.update(f.hairpin)
-        udp.extend(f.udp)
-
-    def vmap(name: str, key_type: str, table: dict[str, tuple[str, str, bool]],
-             live: bool) -> NftSet:
-        elements = sorted((k, v[0]) for k, v in table.items() if v[2] is live)
-        return NftSet(name, key_type, "verdict", elements=tuple(elements))
-
-    sets = [
-        vmap(names.SERVICE_IPS, DISPATCH_KEY, dispatch, True),
-        vmap(names.SERVICE_NODEPORTS, NODEPORT_KEY, nodeport, True),
-        vmap(names.NO_ENDPOINT_SERVICES, DISPATCH_KEY, dispatch, False),
-        vmap(names.NO_ENDPOINT_NODEPORTS, NODEPORT_KEY, nodeport, False),
-        NftSet(names.CLUSTER_IP_PORTS, DISPATCH_KEY,
-               elements=tuple((key, None) for key in sorted(cluster_ports))),
-        NftSet(names.NODEPORT_IPS, "ipv4_addr",
-               elements=tuple((ip, None) for ip in node.node_ips)),
-        NftSet(names.HAIRPIN_ENDPOINTS, "ipv4_addr . ipv4_addr",
-               elements=tuple((key, None) for key in sorted(hairpin))),
-    ]
-    sets.extend(NftSet(name, "ipv4_addr", flags=("dynamic", "timeout"), timeout=timeout)
-                for name, timeout in affinity)
-    return Ruleset(
-        chains=tuple(sorted(chains, key=attrgetter("name"))),
-        sets=tuple(sorted(sets, key=attrgetter("name"))),
-        udp_frontends=tuple(sorted(udp, key=lambda f: f.key)),
-        warnings=tuple(warnings),
-    )
+        asm, last = self._assembly, self._last
+        if asm is not None and last is not None and not asm.warnings \
+                and len(memo) == len(fragments):
+            removed = [k for k in old_memo if k not in memo]
+            try:
+                asm.begin()
+                for key in (*removed, *changed):
+                    old = old_memo.get(key)
+                    if old is not None:
+                        asm.remove(key, f"{key[0]}/{key[1]}", old[2])
+                for key in changed:
+                    asm.add(key, f"{key[0]}/{key[1]}", memo[key][2])
+            except _Conflict:
+                pass
+            else:
+                self._last = asm.snapshot(asm.delta(last.token))
+                return self._last
+        # First call, or a conflict to settle in name order: assemble everything.
+        fragments.sort(key=lambda kf: kf[0])
+        asm = _Assembly(self.node)
+        for key, fragment in fragments:
+            asm.add(key, f"{key[0]}/{key[1]}", fragment)
+        self._assembly = asm
+        self._last = asm.snapshot(None)
+        return self._last
 
 
 def compile_proxy(

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any
 
 from kubewire.proxy import names
 
@@ -70,6 +72,30 @@ class NftSet:
     elements: tuple[tuple[str, str | None], ...] = ()
     _element_set: list[frozenset[tuple[str, str | None]]] = field(
         default_factory=list, init=False, compare=False, repr=False)
+    _source: Mapping[str, str | None] | None = field(default=None, init=False, compare=False,
+                                                     repr=False)
+
+    @classmethod
+    def from_dict(cls, name: str, key_type: str, elements: Mapping[str, str | None],
+                  data_type: str | None = None) -> NftSet:
+        """A static set/map whose sorted ``elements`` are computed from ``elements`` (which
+        the caller must never change afterwards) only when first read: a compiler that
+        updates 10^5 elements in place need not sort them for an incremental sync."""
+        obj = object.__new__(cls)
+        for attr, value in (("name", name), ("key_type", key_type), ("data_type", data_type),
+                            ("flags", ()), ("timeout", None), ("_element_set", [])):
+            object.__setattr__(obj, attr, value)
+        object.__setattr__(obj, "_source", elements)
+        return obj
+
+    def __getattr__(self, attr: str) -> Any:
+        # Only reached for an unset slot: the lazily sorted elements of ``from_dict``.
+        if attr == "elements":
+            source: Mapping[str, str | None] = object.__getattribute__(self, "_source")
+            value = tuple(sorted(source.items()))
+            object.__setattr__(self, "elements", value)
+            return value
+        raise AttributeError(attr)
 
     def element_set(self) -> frozenset[tuple[str, str | None]]:
         """The elements as a set, computed once (a ruleset is diffed as the new one, then
@@ -144,6 +170,26 @@ class StaleFlow:
         return args
 
 
+Element = tuple[str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class RulesetDelta:
+    """What changed between the ruleset whose ``token`` is ``base`` and this one, as the
+    incremental planner needs it (names sorted; elements per static set, sorted).
+    ``needs_full``: a base chain's hook or a set's definition changed."""
+
+    base: object
+    chains_added: tuple[str, ...] = ()
+    chains_changed: tuple[str, ...] = ()
+    chains_removed: tuple[str, ...] = ()
+    sets_added: tuple[str, ...] = ()
+    sets_removed: tuple[str, ...] = ()
+    elements_gone: tuple[tuple[str, tuple[Element, ...]], ...] = ()
+    elements_came: tuple[tuple[str, tuple[Element, ...]], ...] = ()
+    needs_full: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Ruleset:
     """Everything in table ``ip kubewire-proxy``, sorted by name (elements by key)."""
@@ -158,10 +204,53 @@ class Ruleset:
                                            repr=False)
     _set_index: dict[str, NftSet] = field(default_factory=dict, init=False, compare=False,
                                           repr=False)
+    # Identity of this ruleset, and (from ``ProxyCompiler``) what changed since the ruleset
+    # whose token is ``delta.base``: lets the planner skip diffing two whole rulesets.
+    _token: object = field(default_factory=object, init=False, compare=False, repr=False)
+    delta: RulesetDelta | None = field(default=None, init=False, compare=False, repr=False)
+    _udp_source: tuple[tuple[Any, tuple[UdpFrontend, ...]], ...] = field(
+        default=(), init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._chain_index.update((c.name, c) for c in self.chains)
         self._set_index.update((s.name, s) for s in self.sets)
+
+    @classmethod
+    def from_indexes(cls, chains: dict[str, Chain], sets: dict[str, NftSet],
+                     udp: tuple[tuple[Any, tuple[UdpFrontend, ...]], ...],
+                     warnings: tuple[str, ...],
+                     delta: RulesetDelta | None) -> Ruleset:
+        """A ruleset whose sorted ``chains``/``sets``/``udp_frontends`` tuples are built
+        from these (never again changed) indexes only when first read. ``udp`` is
+        (owner sort key, frontends) per Service."""
+        obj = object.__new__(cls)
+        for attr, value in (("warnings", warnings), ("family", names.FAMILY),
+                            ("table", names.TABLE), ("_chain_index", chains),
+                            ("_set_index", sets), ("_token", object()), ("delta", delta),
+                            ("_udp_source", udp)):
+            object.__setattr__(obj, attr, value)
+        return obj
+
+    def __getattr__(self, attr: str) -> Any:
+        # Only reached for an unset slot (a ruleset made by ``from_indexes``).
+        if attr == "chains":
+            index: dict[str, Chain] = object.__getattribute__(self, "_chain_index")
+            value: Any = tuple(sorted(index.values(), key=attrgetter("name")))
+        elif attr == "sets":
+            sets: dict[str, NftSet] = object.__getattribute__(self, "_set_index")
+            value = tuple(sorted(sets.values(), key=attrgetter("name")))
+        elif attr == "udp_frontends":
+            groups = object.__getattribute__(self, "_udp_source")
+            value = tuple(sorted((f for _, g in sorted(groups, key=lambda og: og[0]) for f in g),
+                                 key=lambda f: f.key))
+        else:
+            raise AttributeError(attr)
+        object.__setattr__(self, attr, value)
+        return value
+
+    @property
+    def token(self) -> object:
+        return self._token
 
     def chain(self, name: str) -> Chain:
         return self._chain_index[name]

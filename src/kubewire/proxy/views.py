@@ -230,20 +230,21 @@ class ViewCache:
     ) -> tuple[list[_View], dict[tuple[str, str], tuple[str, _View]]]:
         out: list[_View] = []
         new: dict[tuple[str, str], tuple[str, _View]] = {}
+        append, get = out.append, old.get
         for obj in objs:
             if isinstance(obj, cls):
-                out.append(obj)
+                append(obj)
                 continue
-            assert isinstance(obj, Mapping)
-            meta = obj.get("metadata") or {}
+            raw: Mapping[str, Any] = obj  # type: ignore[assignment]  # not a view: a dict
+            meta = raw.get("metadata") or {}
             version = meta.get("resourceVersion")
-            key = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
-            hit = old.get(key)
-            if version is not None and hit is not None and hit[0] == version:
-                view = hit[1]
-            else:
-                view = cls.from_k8s(obj)
-            if version is not None:
-                new[key] = (str(version), view)
-            out.append(view)
+            if version is None:
+                append(cls.from_k8s(raw))
+                continue
+            key = (meta.get("namespace") or "default", meta.get("name") or "")
+            hit = get(key)
+            if hit is None or hit[0] != version:
+                hit = (str(version), cls.from_k8s(raw))
+            new[key] = hit
+            append(hit[1])
         return out, new
