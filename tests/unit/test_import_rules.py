@@ -12,10 +12,11 @@ ALLOWED = {
     "api": set(),
     "controllers": {"api"},
     "store": set(),
-    "proxy": {"kernel"},  # only proxy.sync does I/O (nft and conntrack in a node netns)
+    "proxy": {"kernel"},
+    "dns": set(),  # only proxy.sync does I/O (nft and conntrack in a node netns)
 }
 IO_MODULES = {"subprocess", "socket", "pyroute2", "ctypes", "asyncio.subprocess"}
-PURE = {"api", "controllers"}
+PURE = {"api", "controllers", "dns"}
 
 
 def _imports(path: Path) -> set[str]:
