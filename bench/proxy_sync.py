@@ -7,7 +7,9 @@ reports, as one JSON line: the compile time from Kubernetes JSON (views included
 ruleset's size, and the time of a first full sync (``add table; delete table; table {...}``,
 one ``nft -f -``) and of a full resync over the existing table (``flush table`` + refill).
 For the sizes listed in --incremental it then adds one Service, ten times, and reports
-the median time of the memoizing ``ProxyCompiler`` and of the incremental sync. Last, the
+the median time of the memoizing ``ProxyCompiler.compile`` of the full lists and of the
+incremental sync; then adds ten more through ``ProxyCompiler.update`` (the change only, as
+from watch events) and reports the median update, sync and end-to-end times. Last, the
 compiler's peak allocation (tracemalloc) and RSS growth at --memory-size.
 
 Everything happens in one throwaway namespace, kwtest-px-bench, removed at the end; no
@@ -105,6 +107,26 @@ def measure(services: int, endpoints: int, incremental: bool, repeats: int) -> d
             "add_one_sync_ms": round(statistics.median(sync_times) * 1e3, 1),
             "add_one_nft_ms": round(statistics.median(nft_times) * 1e3, 1),
             "add_one_fresh_compile_s": round(compile_s, 3),
+        })
+        # The same through update(), as an agent feeding it watch events does.
+        update_times, sync_times, nft_times, total_times = [], [], [], []
+        for k in range(repeats, 2 * repeats):
+            extra_svcs, extra_slices = synthetic(1, endpoints, start=services + k)
+            versioned(extra_svcs, "3")
+            versioned(extra_slices, "3")
+            t0 = time.perf_counter()
+            rs = compiler.update(changed_services=extra_svcs, changed_slices=extra_slices)
+            update_times.append(time.perf_counter() - t0)
+            report = syncer.sync(rs)
+            total_times.append(time.perf_counter() - t0)
+            assert not report.full and len(report.chains_added) >= 1, report
+            sync_times.append(report.seconds)
+            nft_times.append(report.nft_seconds)
+        row.update({
+            "add_one_update_ms": round(statistics.median(update_times) * 1e3, 2),
+            "add_one_update_sync_ms": round(statistics.median(sync_times) * 1e3, 1),
+            "add_one_update_nft_ms": round(statistics.median(nft_times) * 1e3, 1),
+            "add_one_update_total_ms": round(statistics.median(total_times) * 1e3, 1),
         })
     syncer.delete_table()
     return row

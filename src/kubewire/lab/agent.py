@@ -49,6 +49,21 @@ from kubewire.workload.readiness import probe, readiness_checks
 log = logging.getLogger(__name__)
 
 
+def _proxy_update_args(
+    changes: dict[tuple[str, str, str], dict[str, Any] | None],
+) -> dict[str, list[Any]]:
+    """Watch events, reduced to the last state per object, as ProxyCompiler.update wants."""
+    args: dict[str, list[Any]] = {"changed_services": [], "removed_services": [],
+                                  "changed_slices": [], "removed_slices": []}
+    for (kind, ns, name), obj in sorted(changes.items()):
+        which = "services" if kind == "Service" else "slices"
+        if obj is None:
+            args[f"removed_{which}"].append((ns, name))
+        else:
+            args[f"changed_{which}"].append(obj)
+    return args
+
+
 def _ifname(network: NetworkConfigList) -> str:
     return "lo" if network.name == LOOPBACK_NETWORK else "eth0"
 
@@ -118,6 +133,7 @@ class NodeAgent:
             NodeContext(node, (str(underlay_ip),), str(spec.pod_cidr)))
         self.proxy = ProxySyncer(self.netns_path)
         self._proxy_dirty = asyncio.Event()
+        self._proxy_changes: dict[tuple[str, str, str], dict[str, Any] | None] = {}
 
     def _plugin_dirs(self) -> list[Path]:
         if self.spec.cni == "reference":
@@ -165,6 +181,10 @@ class NodeAgent:
                     if obj["kind"] == "Node":
                         self._on_node(ev.type, obj)
                     elif obj["kind"] in ("Service", "EndpointSlice"):
+                        # Only the last state per object matters for the next update.
+                        meta = obj["metadata"]
+                        key = (obj["kind"], meta["namespace"], meta["name"])
+                        self._proxy_changes[key] = None if ev.type == "DELETED" else obj
                         self._proxy_dirty.set()
                     elif obj["spec"].get("nodeName") == self.node:
                         self._on_pod(ev.type, obj)
@@ -235,32 +255,38 @@ class NodeAgent:
     PROXY_RESYNC_SECONDS = 30.0
 
     async def _proxy_loop(self) -> None:
-        """Compile and sync on every Service/EndpointSlice change (coalesced), and do a
-        full resync periodically: it repairs rules someone changed by hand."""
+        """Sync on every Service/EndpointSlice change, compiling only what changed (the
+        watch says what), and do a full compile + resync periodically: it repairs rules
+        someone changed by hand."""
         loop = asyncio.get_running_loop()
-        last_full = time.monotonic()
+        last_full = 0.0  # the first pass is a full one, and it runs at once
+        self._proxy_dirty.set()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._proxy_dirty.wait(), self.PROXY_RESYNC_SECONDS)
             await asyncio.sleep(0.01)
             self._proxy_dirty.clear()
-            # Compile off the event loop (seconds at 10k Services would stall every agent);
-            # the lists are snapshots and stored objects are never changed in place.
-            ruleset = await loop.run_in_executor(
-                self.pool, self.proxy_compiler.compile, self.client.list("Service"),
-                self.client.list("EndpointSlice"))
+            changes, self._proxy_changes = self._proxy_changes, {}
             full = time.monotonic() - last_full >= self.PROXY_RESYNC_SECONDS
             try:
-                sync = self.proxy.resync if full else self.proxy.sync
-                report = await loop.run_in_executor(self.pool, sync, ruleset)
                 if full:
+                    # Compile off the event loop (seconds at 10k Services would stall every
+                    # agent); the lists are snapshots, stored objects never change in place.
+                    ruleset = await loop.run_in_executor(
+                        self.pool, self.proxy_compiler.compile, self.client.list("Service"),
+                        self.client.list("EndpointSlice"))
+                    report = await loop.run_in_executor(self.pool, self.proxy.resync, ruleset)
                     last_full = time.monotonic()
+                else:
+                    ruleset = self.proxy_compiler.update(**_proxy_update_args(changes))
+                    report = await loop.run_in_executor(self.pool, self.proxy.sync, ruleset)
                 if report.changes:
                     log.info("proxy on %s: %s sync, %d changes in %.1f ms", self.node,
                              report.reason, report.changes, report.seconds * 1000)
             except ProxyError as exc:
-                # The previous ruleset stays in force; the syncer makes the retry full.
+                # The previous ruleset stays in force; the next pass is a full one.
                 log.error("proxy sync on %s failed (will retry): %s", self.node, exc)
+                last_full = 0.0
                 await asyncio.sleep(1.0)
                 self._proxy_dirty.set()
 

@@ -1,8 +1,9 @@
 """kube-proxy for kubewire: Services and EndpointSlices -> one nftables table per node.
 
-Pure: ``compile_proxy`` / ``ProxyCompiler`` (compiler), ``Ruleset`` (model),
-``plan_full`` / ``plan_incremental`` (plan), ``stale_udp_flows`` (stale), ``FakeNft`` /
-``check_ruleset`` / ``evaluate`` (fake). I/O: ``ProxySyncer`` (sync). See README.md.
+Pure: ``compile_proxy`` / ``ProxyCompiler`` (compiler; ``update`` takes watch events),
+``Ruleset`` (model), ``plan_full`` / ``plan_incremental`` (plan), ``stale_udp_flows``
+(stale), ``FakeNft`` / ``check_ruleset`` / ``evaluate`` (fake). I/O: ``ProxySyncer`` (sync).
+See README.md.
 """
 
 from kubewire.proxy.compiler import ProxyCompiler, compile_proxy

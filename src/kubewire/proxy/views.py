@@ -223,6 +223,32 @@ class ViewCache:
         out, self._slices = self._convert(objs, SliceView, self._slices)
         return out
 
+    def service(self, obj: Mapping[str, Any] | ServiceView) -> ServiceView:
+        """One object, converted (or reused) and remembered for the next ``services()``."""
+        return self._one(obj, ServiceView, self._services)
+
+    def slice(self, obj: Mapping[str, Any] | SliceView) -> SliceView:
+        return self._one(obj, SliceView, self._slices)
+
+    def forget(self, kind: type[ServiceView] | type[SliceView], key: tuple[str, str]) -> None:
+        (self._services if kind is ServiceView else self._slices).pop(key, None)
+
+    @staticmethod
+    def _one(obj: Mapping[str, Any] | _View, cls: type[_View],
+             cache: dict[tuple[str, str], tuple[str, _View]]) -> _View:
+        if isinstance(obj, cls):
+            return obj
+        raw: Mapping[str, Any] = obj  # type: ignore[assignment]  # not a view: a dict
+        meta = raw.get("metadata") or {}
+        version = meta.get("resourceVersion")
+        if version is None:
+            return cls.from_k8s(raw)
+        key = (meta.get("namespace") or "default", meta.get("name") or "")
+        hit = cache.get(key)
+        if hit is None or hit[0] != version:
+            hit = cache[key] = (str(version), cls.from_k8s(raw))
+        return hit[1]
+
     @staticmethod
     def _convert(
         objs: Iterable[Mapping[str, Any] | _View], cls: type[_View],
