@@ -267,6 +267,8 @@ class NodeAgent:
             await asyncio.sleep(0.01)
             self._proxy_dirty.clear()
             changes, self._proxy_changes = self._proxy_changes, {}
+            if self.proxy.applied is None and not self.client.list("Service"):
+                continue  # no table until the first Service: a 50-node start-up saves 50 nft runs
             full = time.monotonic() - last_full >= self.PROXY_RESYNC_SECONDS
             try:
                 if full:
