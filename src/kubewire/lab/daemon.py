@@ -39,7 +39,7 @@ from kubewire.lab.servicecontrol import ServiceController
 from kubewire.lab.state import LabDirs
 from kubewire.store.store import NotFound, ObjectStore, key_of
 from kubewire.workload import runner
-from kubewire.workload.client import PodServerClient
+from kubewire.workload.client import PodServerClient, spawn_server
 
 log = logging.getLogger("kubewire.daemon")
 
@@ -99,24 +99,11 @@ class LabDaemon:
 
     def _start_podserver(self) -> None:
         sock = self.dirs.root / "podserver.sock"
-        log_file = open(self.dirs.root / "podserver.log", "ab")  # noqa: SIM115
-        self.podserver_proc = subprocess.Popen(
-            [sys.executable, "-m", "kubewire.workload.server", "--control", str(sock)],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self.podserver_proc = spawn_server(sock, self.dirs.root / "podserver.log",
+                                           python=sys.executable)
         runner.write_record(self.podserver_proc.pid, self.dirs.pids / "podserver.json",
                             ["kubewire.workload.server"])
         self.podserver = PodServerClient(sock)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.podserver.ping()
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.podserver_proc.poll() is not None:
-                    raise RuntimeError("the pod server did not start; see podserver.log") from None
-                time.sleep(0.01)
 
     async def _announce(self) -> None:
         """Keep the external host's routes to LoadBalancer/external IPs current."""
