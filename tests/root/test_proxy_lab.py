@@ -28,7 +28,7 @@ import pytest
 
 from kubewire.kernel.netns import create_netns, delete_netns, entered
 from kubewire.proxy import names
-from kubewire.proxy.compiler import compile_proxy
+from kubewire.proxy.compiler import ProxyCompiler, compile_proxy
 from kubewire.proxy.errors import ProxySyncError
 from kubewire.proxy.model import Chain, Ruleset
 from kubewire.proxy.scenarios import SCENARIOS, endpoint, endpoint_slice, service
@@ -338,3 +338,34 @@ def test_every_golden_scenario_loads_into_nft() -> None:
             report = syncer.sync(compile_proxy(services, slices, NODE))
             assert report.commands > 0, name
         syncer.resync()
+
+
+def test_local_policies_spread_over_local_endpoints_and_update_is_elementwise() -> None:
+    """Two local endpoints (the local chains' offset choices in @service-endpoints-tcp)
+    and a remote one; then a Service added through update() syncs incrementally."""
+    with lab("loc") as lb:
+        syncer = ProxySyncer(lb.node)
+        remote = {"10.244.1.52": "node-2"}
+        etp = web("etp", "10.96.0.60", ["pod1", "pod2", "10.244.1.52"], type="NodePort",
+                  nodePort=30090, externalTrafficPolicy="Local", node_of=remote)
+        itp = web("itp", "10.96.0.61", ["pod1", "pod2", "10.244.1.52"],
+                  internalTrafficPolicy="Local", node_of=remote)
+        compiler = ProxyCompiler(NODE)
+        syncer.sync(compiler.compile([etp[0], itp[0]], [etp[1], itp[1]]))
+        client = lb.ns("client")
+        seen = Counter(connect(client, NODE_IP, 30090) for _ in range(40))
+        assert set(seen) == {("pod1", CLIENT_IP), ("pod2", CLIENT_IP)}, seen
+        inside = {connect(lb.ns("pod3"), "10.96.0.61", 80)[0] for _ in range(40)}
+        assert inside == {"pod1", "pod2"}
+        report = syncer.sync(compiler.update(changed_services=[web("new", "10.96.0.62", [])[0]],
+                                             changed_slices=[web("new", "10.96.0.62",
+                                                                 ["pod1", "pod2"])[1]]))
+        assert not report.full
+        # its own chain, and the first shared 2-endpoint choice chain (etp/itp use 3 and 2-local)
+        assert report.chains_added == (names.choice_chain("tcp", 2, False),
+                                       names.service_chain("default/new/tcp/80"))
+        assert report.chains_changed == () and report.chains_removed == ()
+        assert {connect(lb.ns("pod3"), "10.96.0.62", 80)[0] for _ in range(40)} \
+            == {"pod1", "pod2"}
+        syncer.resync()
+        assert connect(client, NODE_IP, 30090)[1] == CLIENT_IP

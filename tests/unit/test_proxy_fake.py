@@ -7,10 +7,11 @@ import pytest
 
 from kubewire.proxy.compiler import compile_proxy
 from kubewire.proxy.errors import FakeNftError
-from kubewire.proxy.fake import FakeNft, check_ruleset
+from kubewire.proxy.fake import FakeNft, Packet, check_ruleset, evaluate, verdicts
 from kubewire.proxy.model import Chain, Hook, NftSet, Ruleset
 from kubewire.proxy.nftrules import (
     Dnat,
+    DnatMap,
     Lookup,
     MarkSet,
     Match,
@@ -117,3 +118,54 @@ def test_parser_reads_the_compiler_subset() -> None:
                 "reject with icmp type host-unreachable", ""):
         with pytest.raises(RuleSyntaxError):
             parse_rule(bad)
+
+
+CHOICES = NftSet("c", "ip daddr . th dport . numgen random mod 2",
+                 "ip daddr . tcp dport", typeof=True)
+DNAT_MAP = ("meta l4proto tcp dnat ip to ip daddr . th dport . "
+            "numgen random mod 3 offset 7 map @c")
+
+
+def test_parser_reads_the_dnat_map() -> None:
+    assert parse_rule(DNAT_MAP) == (
+        Match("l4proto", "tcp"), DnatMap(("daddr", "dport"), 3, 7, "c"))
+    assert parse_rule("dnat ip to ip daddr . numgen random mod 2 map @c") == (
+        DnatMap(("daddr",), 2, 0, "c"),)
+    for bad in ("dnat ip to ip daddr . numgen random mod 2 map c",
+                "dnat ip to tcp dport . numgen random mod 2 map @c",
+                "dnat ip to ip daddr . numgen random mod 0 map @c",
+                "dnat ip to ip daddr . numgen random mod 2 map @c accept"):
+        with pytest.raises(RuleSyntaxError):
+            parse_rule(bad)
+
+
+def test_dnat_map_needs_a_typeof_data_map_and_fitting_elements() -> None:
+    f = FakeNft()
+    plain = NftSet("c", "ipv4_addr . inet_proto . inet_service . mark",
+                   "ipv4_addr . inet_service")
+    f.run(tx(Op("add", "table"), Op("add", "set", "c", nft_set=plain),
+             Op("add", "set", "m", nft_set=VMAP), Op("add", "chain", "a")))
+    udp = NftSet("u", CHOICES.key_type, "ip daddr . udp dport", typeof=True)
+    th = NftSet("h", CHOICES.key_type, "ip daddr . th dport", typeof=True)
+    f.run(tx(Op("add", "set", "u", nft_set=udp), Op("add", "set", "h", nft_set=th)))
+    for name, why in (("c", "typeof"), ("m", "data map"), ("u", "protocol"),
+                      ("h", "protocol")):
+        with pytest.raises(FakeNftError, match=why):
+            f.run(tx(Op("add", "rule", "a", rule=DNAT_MAP.replace("@c", f"@{name}"))))
+    f.run(tx(Op("delete", "set", "c", nft_set=plain), Op("add", "set", "c", nft_set=CHOICES),
+             Op("add", "rule", "a", rule=DNAT_MAP)))
+    with pytest.raises(FakeNftError, match="does not fit"):
+        f.run(tx(Op("add", "element", "c", nft_set=CHOICES,
+                    elements=(("10.0.0.1 . 80", "10.1.0.1 . 80"),))))
+
+
+def test_dnat_map_evaluates_each_choice_and_falls_through_on_a_missing_one() -> None:
+    nat = Hook("nat", "prerouting", "dstnat")
+    choices = NftSet("c", CHOICES.key_type, CHOICES.data_type, typeof=True, elements=(
+        ("10.96.0.1 . 80 . 7", "10.244.0.1 . 8080"),
+        ("10.96.0.1 . 80 . 9", "10.244.0.2 . 8080")))
+    rs = Ruleset(chains=(Chain("pre", (DNAT_MAP, "drop"), nat),), sets=(choices,))
+    assert check_ruleset(rs) == []
+    out = verdicts(evaluate(rs, Packet("10.0.0.9", "10.96.0.1", "tcp", 80)))
+    assert out == {"10.244.0.1:8080": pytest.approx(1 / 3), "10.244.0.2:8080":
+                   pytest.approx(1 / 3), "DROP": pytest.approx(1 / 3)}

@@ -41,7 +41,10 @@ def test_first_sync_is_full_then_incremental() -> None:
     r2 = s.sync(dns("10.244.0.2", "10.244.0.3"))
     assert not r2.full and r2.reason == "incremental"
     assert r2.chains_changed == (names.service_chain("default/dns/udp/53"),)
-    assert r2.elements_added == 1 and r2.commands == 4
+    # flush + one rule (goto the new shared 2-endpoint UDP choice chain: add + its rule);
+    # elements: the new hairpin pair and both endpoint choices
+    assert r2.chains_added == (names.choice_chain("udp", 2, False),)
+    assert r2.elements_added == 3 and r2.commands == 6
     r3 = s.sync(dns("10.244.0.2", "10.244.0.3"))
     assert r3.reason == "no change" and r3.commands == 0 and len(nft.transactions) == 2
     assert s.applied is not None

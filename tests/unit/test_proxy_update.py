@@ -229,3 +229,26 @@ def test_duplicate_slice_names_need_compile() -> None:
     rs = compiler.update(changed_services=[one("b", "10.96.0.2")])
     assert rs == compile_proxy([one("a", "10.96.0.1"), one("b", "10.96.0.2")], twice[:1],
                                NODE)
+
+
+def test_an_external_ip_on_a_node_address_and_port_shares_no_endpoint_choice() -> None:
+    """A NodePort and another Service's externalIP . port on a node address would own the
+    same @service-endpoints-tcp elements: the first by name keeps them, in compile() and
+    update() alike, and removing either leaves the other's elements intact."""
+    http = [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]
+    np = service("a-np", "10.96.0.70", http, type="NodePort")
+    ext = service("b-ext", "10.96.0.71", [{"name": "http", "port": 30080, "protocol": "TCP"}],
+                  externalIPs=[NODE.node_ips[0]])
+    sl_np = endpoint_slice("a-np", [endpoint("10.244.0.71"), endpoint("10.244.0.72")],
+                           [{"name": "http", "port": 8080, "protocol": "TCP"}])
+    sl_ext = endpoint_slice("b-ext", [endpoint("10.244.0.73"), endpoint("10.244.0.74")],
+                            [{"name": "http", "port": 8080, "protocol": "TCP"}])
+    full = compile_proxy([np, ext], [sl_np, sl_ext], NODE)
+    assert full.warnings
+    pc = ProxyCompiler(NODE)
+    pc.compile([np], [sl_np])
+    both = pc.update(changed_services=[ext], changed_slices=[sl_ext])
+    assert both.render() == full.render()
+    alone = pc.update(removed_services=[("default", "a-np")], removed_slices=[
+        ("default", sl_np["metadata"]["name"])])
+    assert alone.render() == compile_proxy([ext], [sl_ext], NODE).render()

@@ -4,10 +4,14 @@ The shape follows kube-proxy's nftables mode (KEP-3866): one private table, disp
 verdict maps keyed on ``daddr . proto . port``, one chain per Service port. Three
 deliberate differences, each measured on this kernel (6.18) and nft 1.0.6 - see README.md:
 
-* Endpoint choice is a cascade of ``numgen random mod (N-i) == 0`` rules (exactly uniform,
-  like iptables-mode's ``statistic`` cascade) rather than one anonymous
-  ``numgen ... vmap { ... }`` per Service: the kernel scans all sets of a table to name each
-  anonymous set, so 10k Services took ~30 s to load instead of ~1.5 s.
+* Endpoint choice among N > 1 endpoints is one lookup of ``ip daddr . th dport . numgen
+  random mod N`` in a per-protocol ``typeof`` map (one element per frontend and endpoint),
+  done in a chain shared by every Service port with the same protocol and N (the kernel
+  walks a map's elements for each rule binding it): elements load ~3x faster than the
+  ``numgen random mod (N-i) == 0`` cascade's rules. ClientIP affinity keeps the cascade,
+  which can ``update`` the chosen endpoint's affinity set. Not one anonymous
+  ``numgen ... vmap { ... }`` per Service: the kernel scans all sets of a table to name
+  each anonymous set, so 10k Services took ~30 s to load.
 * DNAT happens in the service chain itself; there are no per-endpoint chains. nft fetches
   the table's whole chain list before every transaction and that fetch grows faster than
   linearly (30k chains ~75 ms, 100k ~1 s), which made one-Service incremental syncs at 10k
@@ -52,6 +56,12 @@ from kubewire.proxy.views import (
 DISPATCH_KEY = "ipv4_addr . inet_proto . inet_service"
 NODEPORT_KEY = "inet_proto . inet_service"
 MARK = f"{names.MASQUERADE_MARK:#x}"
+#: Key of ``@service-endpoints-<proto>``: the frontend as the packet carries it (address
+#: and port; the protocol is the map's), then a choice.
+CHOICE_KEY = "ip daddr . th dport"
+#: Local chains choose from [LOCAL_OFFSET, LOCAL_OFFSET + N): a frontend can reach both
+#: the service and the local chain of one Service port (externalTrafficPolicy Local).
+LOCAL_OFFSET = 1 << 20
 
 # Base chains. DNAT at priority dstnat on prerouting (traffic from pods and other hosts) and
 # output (host processes); masquerade at srcnat on postrouting, after the routing decision
@@ -155,19 +165,33 @@ def endpoints_for_port(port: ServicePortView, slices: Sequence[SliceView]) -> li
     return sorted(found.values(), key=_Endpoint.sort_key)
 
 
+_Choice = tuple[tuple[str, str], ...]  # (choice value, "ip . port")
+_Elements = tuple[tuple[str, str, str], ...]  # (map, element key, value)
+_Dispatch = tuple[str, str, str, _Elements]
+
+
+def _choices(proto: str, frontend: str, choice: _Choice) -> _Elements:
+    """``@service-endpoints-<proto>`` elements for one frontend key and one chain's
+    choices."""
+    m = names.SERVICE_ENDPOINTS[proto]
+    return tuple((m, f"{frontend} . {n}", ep) for n, ep in choice)
+
+
 @dataclass(frozen=True, slots=True)
 class _Fragment:
-    """Everything one Service contributes. Dispatch entries are (key, verdict, what)."""
+    """Everything one Service contributes. Dispatch entries are (key, verdict, what,
+    ``@service-endpoints`` elements the key brings while it is live)."""
 
     chains: tuple[Chain, ...]
-    service_ips: tuple[tuple[str, str, str], ...]
-    nodeports: tuple[tuple[str, str, str], ...]
-    no_ep_services: tuple[tuple[str, str, str], ...]
-    no_ep_nodeports: tuple[tuple[str, str, str], ...]
+    service_ips: tuple[_Dispatch, ...]
+    nodeports: tuple[_Dispatch, ...]
+    no_ep_services: tuple[_Dispatch, ...]
+    no_ep_nodeports: tuple[_Dispatch, ...]
     cluster_ports: tuple[str, ...]  # cluster-ip-ports keys ("ip . proto . port")
     affinity: tuple[tuple[str, int], ...]
     hairpin: tuple[str, ...]  # hairpin-endpoints keys ("ip . ip")
     udp: tuple[UdpFrontend, ...]
+    shared: tuple[Chain, ...] = ()  # endpoint-choice chains (reference counted)
 
 
 class _ServiceCompiler:
@@ -176,41 +200,61 @@ class _ServiceCompiler:
     def __init__(self, node: NodeContext) -> None:
         self.node = node
         self.chains: list[Chain] = []
-        self.service_ips: list[tuple[str, str, str]] = []
-        self.nodeports: list[tuple[str, str, str]] = []
-        self.no_ep_services: list[tuple[str, str, str]] = []
-        self.no_ep_nodeports: list[tuple[str, str, str]] = []
+        self.service_ips: list[_Dispatch] = []
+        self.nodeports: list[_Dispatch] = []
+        self.no_ep_services: list[_Dispatch] = []
+        self.no_ep_nodeports: list[_Dispatch] = []
         self.cluster_ports: list[str] = []
         self.affinity: dict[str, int] = {}
         self.hairpin: set[str] = set()
         self.udp: list[UdpFrontend] = []
+        self.shared: dict[str, Chain] = {}
 
     def fragment(self) -> _Fragment:
         return _Fragment(
             tuple(self.chains), tuple(self.service_ips), tuple(self.nodeports),
             tuple(self.no_ep_services), tuple(self.no_ep_nodeports),
             tuple(self.cluster_ports), tuple(self.affinity.items()), tuple(self.hairpin),
-            tuple(self.udp))
+            tuple(self.udp), tuple(self.shared.values()))
 
     def _selection(self, eps: Sequence[_Endpoint], spid: str, proto: str,
-                   affinity: int | None) -> list[str]:
+                   affinity: int | None, offset: int) -> tuple[list[str], _Choice]:
+        """The chain's rules and, when it chooses through ``@service-endpoints``, the
+        (choice value, endpoint) pairs every frontend reaching it needs as elements."""
+        for e in eps:
+            self.hairpin.add(f"{e.ip} . {e.ip}")
+        if affinity is None and len(eps) > 1:
+            # One rule: the frontend (the packet's own daddr . proto . dport, whatever path
+            # brought it here) and a random number in [offset, offset + N) pick the
+            # endpoint from one shared map; ``offset`` keeps this chain's choices apart
+            # from another chain's reached by the same frontend (Local policies).
+            # The map lookup itself lives in a chain shared by every chain with the same
+            # (protocol, N, offset): the kernel walks all of a map's elements each time a
+            # rule binds it, so 10k rules using one 100k-element map loaded in minutes.
+            at = f" offset {offset}" if offset else ""
+            shared = names.choice_chain(proto, len(eps), bool(offset))
+            self.shared[shared] = Chain(shared, (
+                f"meta l4proto {proto} dnat ip to {CHOICE_KEY} . numgen random mod "
+                f"{len(eps)}{at} map @{names.SERVICE_ENDPOINTS[proto]}",))
+            return [f"goto {shared}"], tuple((str(offset + i), f"{e.ip} . {e.port}")
+                                 for i, e in enumerate(eps))
         rules: list[str] = []
         sets = [names.affinity_set(spid, e.ip, e.port) if affinity is not None else ""
                 for e in eps]
         if affinity is not None:
             # A client seen recently goes back to the same endpoint (refreshing its
-            # timeout) before any random choice.
+            # timeout) before any random choice. The map cannot say which endpoint it
+            # chose, so affinity keeps a cascade that updates the chosen one's set.
             for e, s in zip(eps, sets, strict=True):
                 self.affinity[s] = affinity
                 rules.append(f"meta l4proto {proto} ip saddr @{s} update @{s} {{ ip saddr }} "
                              f"dnat to {e.ip}:{e.port}")
         n = len(eps)
         for i, (e, s) in enumerate(zip(eps, sets, strict=True)):
-            self.hairpin.add(f"{e.ip} . {e.ip}")
             pick = f"numgen random mod {n - i} == 0 " if i < n - 1 else ""
             update = f"update @{s} {{ ip saddr }} " if s else ""
             rules.append(f"meta l4proto {proto} {pick}{update}dnat to {e.ip}:{e.port}")
-        return rules
+        return rules, ()
 
     def add_port(self, svc: ServiceView, port: ServicePortView,
                  slices: Sequence[SliceView]) -> None:
@@ -233,12 +277,20 @@ class _ServiceCompiler:
         external_chain = names.external_chain(spid)
         internal_chain = local_chain if svc.internal_local else service_chain
 
+        service_choice: _Choice = ()
+        local_choice: _Choice = ()
         if cluster and (not svc.internal_local or (exposed and external)):
-            self.chains.append(Chain(service_chain, tuple(self._selection(
-                cluster, spid, proto, svc.affinity_timeout))))
+            rules_, service_choice = self._selection(cluster, spid, proto,
+                                                     svc.affinity_timeout, 0)
+            self.chains.append(Chain(service_chain, tuple(rules_)))
         if local and (svc.internal_local or (exposed and svc.external_local)):
-            self.chains.append(Chain(local_chain, tuple(self._selection(
-                local, spid, proto, svc.affinity_timeout))))
+            rules_, local_choice = self._selection(local, spid, proto,
+                                                   svc.affinity_timeout, LOCAL_OFFSET)
+            self.chains.append(Chain(local_chain, tuple(rules_)))
+        internal_choice = local_choice if svc.internal_local else service_choice
+        # ETP Local: pods and host processes go to the service chain, the rest local.
+        external_choice = (service_choice + local_choice if svc.external_local
+                           else service_choice)
         if exposed and external:
             if svc.external_local:
                 rules: tuple[str, ...] = (
@@ -258,24 +310,29 @@ class _ServiceCompiler:
             key = f"{cip} . {proto} . {port.port}"
             what = f"{cip} {proto}/{port.port}"
             if internal:
-                self.service_ips.append((key, f"goto {internal_chain}", what))
+                self.service_ips.append((key, f"goto {internal_chain}", what,
+                                         _choices(proto, f"{cip} . {port.port}", internal_choice)))
                 self.cluster_ports.append(key)
             else:
-                self.no_ep_services.append((key, no_endpoints, what))
+                self.no_ep_services.append((key, no_endpoints, what, ()))
         for eip in ext_ips:
             key = f"{eip} . {proto} . {port.port}"
             what = f"external address {eip} {proto}/{port.port}"
             if external:
-                self.service_ips.append((key, f"goto {external_chain}", what))
+                self.service_ips.append((key, f"goto {external_chain}", what,
+                                         _choices(proto, f"{eip} . {port.port}", external_choice)))
             else:
-                self.no_ep_services.append((key, no_endpoints, what))
+                self.no_ep_services.append((key, no_endpoints, what, ()))
         if port.node_port is not None:
             key = f"{proto} . {port.node_port}"
             what = f"nodePort {proto}/{port.node_port}"
             if external:
-                self.nodeports.append((key, f"goto {external_chain}", what))
+                # NodePort packets carry a node address: one set of choices per address.
+                choices = tuple(c for nip in node.node_ips for c in _choices(
+                    proto, f"{nip} . {port.node_port}", external_choice))
+                self.nodeports.append((key, f"goto {external_chain}", what, choices))
             else:
-                self.no_ep_nodeports.append((key, no_endpoints, what))
+                self.no_ep_nodeports.append((key, no_endpoints, what, ()))
 
         if proto == "udp":
             inside = tuple(sorted({e.ip for e in internal}, key=ipv4_sort_key))
@@ -312,8 +369,12 @@ class _Conflict(Exception):
 
 _MISSING: Any = object()
 _STATIC_SETS = (names.SERVICE_IPS, names.SERVICE_NODEPORTS, names.NO_ENDPOINT_SERVICES,
-                names.NO_ENDPOINT_NODEPORTS, names.CLUSTER_IP_PORTS, names.HAIRPIN_ENDPOINTS)
-_SET_TYPES = {names.SERVICE_IPS: (DISPATCH_KEY, "verdict"),
+                names.NO_ENDPOINT_NODEPORTS, names.CLUSTER_IP_PORTS, names.HAIRPIN_ENDPOINTS,
+                *names.SERVICE_ENDPOINTS.values())
+_TYPEOF = frozenset(names.SERVICE_ENDPOINTS.values())
+_SET_TYPES = {**{m: (f"{CHOICE_KEY} . numgen random mod 2", f"ip daddr . {p} dport")
+                 for p, m in names.SERVICE_ENDPOINTS.items()},
+              names.SERVICE_IPS: (DISPATCH_KEY, "verdict"),
               names.SERVICE_NODEPORTS: (NODEPORT_KEY, "verdict"),
               names.NO_ENDPOINT_SERVICES: (DISPATCH_KEY, "verdict"),
               names.NO_ENDPOINT_NODEPORTS: (NODEPORT_KEY, "verdict"),
@@ -338,6 +399,8 @@ class _Assembly:
         self.affinity: dict[str, NftSet] = {}
         self.dispatch_owner: dict[str, str] = {}
         self.nodeport_owner: dict[str, str] = {}
+        self.choice_owner: dict[str, str] = {}
+        self.shared_refs: dict[str, int] = {}
         self.refs: dict[str, dict[str, int]] = {names.CLUSTER_IP_PORTS: {},
                                                 names.HAIRPIN_ENDPOINTS: {}}
         self.udp: dict[tuple[str, str], tuple[UdpFrontend, ...]] = {}
@@ -394,8 +457,8 @@ class _Assembly:
             self.affinity[name] = s
 
     def _claim(self, owners: dict[str, str], live_set: str, dead_set: str, owner: str,
-               entries: tuple[tuple[str, str, str], ...], live: bool) -> None:
-        for key, verdict, what in entries:
+               entries: tuple[_Dispatch, ...], live: bool) -> None:
+        for key, verdict, what, choices in entries:
             other = owners.get(key)
             if other is not None and other != owner:
                 if self.strict:
@@ -408,10 +471,27 @@ class _Assembly:
                 self._set_element(elsewhere, key, _MISSING)
             if self.elements[there].get(key, _MISSING) != verdict:
                 self._set_element(there, key, verdict)
+            for m, element, endpoint in choices:
+                # A node address . nodePort can equal an externalIP . port of another
+                # Service: the same element, which only one of them may have.
+                other = self.choice_owner.get(element)
+                if other is not None and other != owner:
+                    if self.strict:
+                        raise _Conflict(element)
+                    self.warnings.append(f"{owner}: {what} is already used by {other}; "
+                                         "ignored")
+                    continue
+                self.choice_owner[element] = owner
+                if self.elements[m].get(element, _MISSING) != endpoint:
+                    self._set_element(m, element, endpoint)
 
     def _unclaim(self, owners: dict[str, str], sets: tuple[str, str], owner: str,
-                 entries: tuple[tuple[str, str, str], ...]) -> None:
-        for key, _, _ in entries:
+                 entries: tuple[_Dispatch, ...]) -> None:
+        for key, _, _, choices in entries:
+            for m, element, _endpoint in choices:
+                if self.choice_owner.get(element) == owner:
+                    del self.choice_owner[element]
+                    self._set_element(m, element, _MISSING)
             if owners.get(key) != owner:
                 continue
             del owners[key]
@@ -437,6 +517,11 @@ class _Assembly:
             if self.strict and c.name in self.chains:
                 raise _Conflict(c.name)
             self._set_chain(c.name, c)
+        for c in f.shared:
+            n = self.shared_refs.get(c.name, 0) + 1
+            self.shared_refs[c.name] = n
+            if n == 1:
+                self._set_chain(c.name, c)
         self._claim(self.dispatch_owner, names.SERVICE_IPS, names.NO_ENDPOINT_SERVICES,
                     owner, f.service_ips, True)
         self._claim(self.dispatch_owner, names.SERVICE_IPS, names.NO_ENDPOINT_SERVICES,
@@ -458,6 +543,13 @@ class _Assembly:
     def remove(self, key: tuple[str, str], owner: str, f: _Fragment) -> None:
         for c in f.chains:
             self._set_chain(c.name, None)
+        for c in f.shared:
+            n = self.shared_refs[c.name] - 1
+            if n:
+                self.shared_refs[c.name] = n
+            else:
+                del self.shared_refs[c.name]
+                self._set_chain(c.name, None)
         self._unclaim(self.dispatch_owner, (names.SERVICE_IPS, names.NO_ENDPOINT_SERVICES),
                       owner, f.service_ips + f.no_ep_services)
         self._unclaim(self.nodeport_owner,
@@ -523,7 +615,8 @@ class _Assembly:
         sets[names.NODEPORT_IPS] = self.nodeport_ips
         for name in _STATIC_SETS:
             key_type, data_type = _SET_TYPES[name]
-            sets[name] = NftSet.from_dict(name, key_type, self.elements[name], data_type)
+            sets[name] = NftSet.from_dict(name, key_type, self.elements[name], data_type,
+                                          typeof=name in _TYPEOF)
         self._shared = {"chains", "affinity", *_STATIC_SETS}
         self.strict = False
         return Ruleset.from_indexes(self.chains, sets, tuple(self.udp.items()),

@@ -26,6 +26,7 @@ from kubewire.proxy.errors import FakeNftError, ProxyError
 from kubewire.proxy.model import Hook, NftSet, Ruleset, StaleFlow
 from kubewire.proxy.nftrules import (
     Dnat,
+    DnatMap,
     FibLocal,
     Lookup,
     MarkSet,
@@ -102,10 +103,41 @@ def _rule_problems(table: FakeTable, chain: str, rule: str) -> list[str]:
             problems.append(f"chain {chain}: @{name} is a map, used as a set: {rule}")
         elif use == "update" and not s.spec.dynamic:
             problems.append(f"chain {chain}: update @{name} needs a dynamic set: {rule}")
+        elif use == "map" and (not s.spec.is_map or s.spec.data_type == "verdict"):
+            problems.append(f"chain {chain}: dnat needs a data map, @{name} is not: {rule}")
+    for st in stmts:
+        if isinstance(st, DnatMap) and st.set_name in table.sets:
+            spec = table.sets[st.set_name].spec
+            if not spec.typeof:
+                # nft refuses numgen's plain integer in a `type` key; only `typeof` works.
+                problems.append(f"chain {chain}: @{st.set_name} must be declared with "
+                                f"typeof for a numgen key: {rule}")
+            elif _arity(spec.key_type) != len(st.fields) + 1 \
+                    or _arity(spec.data_type) != 2:
+                problems.append(f"chain {chain}: key/value of @{st.set_name} do not fit "
+                                f"the dnat map: {rule}")
+            elif not (spec.data_type or "").startswith("ip daddr . ") \
+                    or any(isinstance(m, Match) and m.field == "l4proto" and not m.negate
+                           and spec.data_type != f"ip daddr . {m.value} dport"
+                           for m in stmts):
+                # nft 1.0.6: a `th dport` value cannot be read back from the kernel, and
+                # a value of another protocol than the rule's is refused.
+                problems.append(f"chain {chain}: @{st.set_name} value must be declared "
+                                f"`ip daddr . <the rule's protocol> dport`: {rule}")
     return problems
 
 
+def _arity(expr: str | None) -> int:
+    """Components of a concatenated type or typeof expression (``a . b . c``: 3)."""
+    return 0 if expr is None else len(expr.split(" . "))
+
+
 def _element_problems(table: FakeTable, s: FakeSet, key: str, value: str | None) -> list[str]:
+    if s.spec.typeof and value is not None and (
+            _arity(key) != _arity(s.spec.key_type)
+            or _arity(value) != _arity(s.spec.data_type)):
+        return [f"map {s.spec.name}: element {key} : {value} does not fit "
+                f"{s.spec.declaration()}"]
     if s.spec.is_map and value is None:
         return [f"map {s.spec.name}: element {key} has no value"]
     if not s.spec.is_map and value is not None:
@@ -161,7 +193,7 @@ def _hook_problems(table: FakeTable) -> list[str]:
                 except RuleSyntaxError:
                     continue
                 for st in stmts:
-                    nat_only = isinstance(st, Dnat | Masquerade)
+                    nat_only = isinstance(st, Dnat | DnatMap | Masquerade)
                     if nat_only and chain.hook.type != "nat":
                         problems.append(f"{type(st).__name__.lower()} in {name} is reachable "
                                         f"from {chain.hook.type} chain {base}")
@@ -516,6 +548,23 @@ class _Evaluator:
             elif isinstance(s, MarkSet):
                 mark = st.packet.mark | s.value if s.op == "or" else st.packet.mark ^ s.value
                 st = replace(st, packet=replace(st.packet, mark=mark))
+            elif isinstance(s, DnatMap):
+                prefix = " . ".join(self._field(st, f) for f in s.fields)
+                members = self._members(st, s.set_name)
+                share = st.probability / s.modulus
+                missed = 0.0
+                for n in range(s.offset, s.offset + s.modulus):
+                    target = members.get(f"{prefix} . {n}")
+                    if target is None:
+                        missed += share
+                        continue
+                    ip, _, port = target.partition(" . ")
+                    results.append((replace(st, probability=share, dnat=(ip, int(port)),
+                                            packet=replace(st.packet, daddr=ip,
+                                                           dport=int(port))), "accept"))
+                if missed:
+                    self._rules(*next_rule, replace(st, probability=missed), results)
+                return None
             elif isinstance(s, Dnat):
                 st = replace(st, dnat=(s.ip, s.port),
                              packet=replace(st.packet, daddr=s.ip, dport=s.port))

@@ -70,6 +70,8 @@ class NftSet:
     flags: tuple[str, ...] = ()
     timeout: int | None = None  # seconds
     elements: tuple[tuple[str, str | None], ...] = ()
+    #: ``key_type``/``data_type`` are nft expressions (``typeof ...``), not type names.
+    typeof: bool = False
     _element_set: list[frozenset[tuple[str, str | None]]] = field(
         default_factory=list, init=False, compare=False, repr=False)
     _source: Mapping[str, str | None] | None = field(default=None, init=False, compare=False,
@@ -77,13 +79,14 @@ class NftSet:
 
     @classmethod
     def from_dict(cls, name: str, key_type: str, elements: Mapping[str, str | None],
-                  data_type: str | None = None) -> NftSet:
+                  data_type: str | None = None, typeof: bool = False) -> NftSet:
         """A static set/map whose sorted ``elements`` are computed from ``elements`` (which
         the caller must never change afterwards) only when first read: a compiler that
         updates 10^5 elements in place need not sort them for an incremental sync."""
         obj = object.__new__(cls)
         for attr, value in (("name", name), ("key_type", key_type), ("data_type", data_type),
-                            ("flags", ()), ("timeout", None), ("_element_set", [])):
+                            ("flags", ()), ("timeout", None), ("typeof", typeof),
+                            ("_element_set", [])):
             object.__setattr__(obj, attr, value)
         object.__setattr__(obj, "_source", elements)
         return obj
@@ -112,12 +115,17 @@ class NftSet:
     def dynamic(self) -> bool:
         return "dynamic" in self.flags
 
-    def definition(self) -> tuple[str, str | None, tuple[str, ...], int | None]:
-        return (self.key_type, self.data_type, self.flags, self.timeout)
+    def definition(self) -> tuple[str, str | None, tuple[str, ...], int | None, bool]:
+        return (self.key_type, self.data_type, self.flags, self.timeout, self.typeof)
+
+    def declaration(self) -> str:
+        """``type K : D`` or ``typeof K : D``."""
+        data = f" : {self.data_type}" if self.data_type else ""
+        return f"{'typeof' if self.typeof else 'type'} {self.key_type}{data}"
 
     def render_spec(self) -> str:
         """The ``{ type ...; flags ...; timeout ...; }`` part of ``add set``/``add map``."""
-        parts = [f"type {self.key_type}" + (f" : {self.data_type}" if self.data_type else "")]
+        parts = [self.declaration()]
         if self.flags:
             parts.append("flags " + ",".join(self.flags))
         if self.timeout is not None:
@@ -278,9 +286,7 @@ class Ruleset:
     def _render_lines(self) -> Iterator[str]:
         yield f"table {self.family} {self.table} {{"
         for s in self.sets:
-            yield f"\n\t{s.kind} {s.name} {{\n\t\ttype {s.key_type}"
-            if s.data_type:
-                yield f" : {s.data_type}"
+            yield f"\n\t{s.kind} {s.name} {{\n\t\t{s.declaration()}"
             if s.flags:
                 yield f"\n\t\tflags {','.join(s.flags)}"
             if s.timeout is not None:

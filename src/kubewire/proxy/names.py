@@ -41,6 +41,10 @@ NO_ENDPOINT_NODEPORTS = "no-endpoint-nodeports"
 NODEPORT_IPS = "nodeport-ips"
 CLUSTER_IP_PORTS = "cluster-ip-ports"
 HAIRPIN_ENDPOINTS = "hairpin-endpoints"
+# frontend . choice -> endpoint (DNAT target), one map per L4 protocol: the value's type
+# must be declared as `ip daddr . <proto> dport` (nft 1.0.6 cannot read back a rule using
+# a map whose value is declared `th dport`, and refuses a udp rule with a `tcp dport` one).
+SERVICE_ENDPOINTS = {p: f"service-endpoints-{p}" for p in ("tcp", "udp", "sctp")}
 
 # Roles of per-service objects.
 ROLE_SERVICE = "service"  # picks among all usable endpoints (cluster-wide)
@@ -90,6 +94,12 @@ def local_chain(service_port: str) -> str:
 
 def external_chain(service_port: str) -> str:
     return object_name(ROLE_EXTERNAL, service_port)
+
+
+def choice_chain(protocol: str, endpoints: int, local: bool) -> str:
+    """The chain shared by every service (or local) chain of one protocol choosing among
+    ``endpoints`` endpoints through ``@service-endpoints-<protocol>``."""
+    return f"endpoint-choice-{protocol}-{endpoints}" + ("-local" if local else "")
 
 
 def affinity_set(service_port: str, ip: str, port: int) -> str:

@@ -91,6 +91,18 @@ class Dnat:
 
 
 @dataclass(frozen=True, slots=True)
+class DnatMap:
+    """``dnat ip to a . b . numgen random mod N [offset K] map @m``: the key is the
+    fields' values then a random number in [K, K + N); the map's value ``ip . port`` is
+    the target. No element for the key: the rule does not match (nft breaks out of it)."""
+
+    fields: tuple[str, ...]
+    modulus: int
+    offset: int
+    set_name: str
+
+
+@dataclass(frozen=True, slots=True)
 class Masquerade:
     fully_random: bool
 
@@ -106,8 +118,8 @@ class Verdict:
     target: str | None = None
 
 
-Statement = Match | Lookup | Numgen | FibLocal | Update | MarkSet | Dnat | Masquerade | \
-    Reject | Verdict
+Statement = Match | Lookup | Numgen | FibLocal | Update | MarkSet | Dnat | DnatMap | \
+    Masquerade | Reject | Verdict
 
 
 class _Tokens:
@@ -168,6 +180,30 @@ def _parse_relation(t: _Tokens, field: str, out: list[Statement]) -> None:
     out.append(Match(field, value, negate, mask))
 
 
+def _dnat_map(t: _Tokens) -> DnatMap:
+    for word in ("dnat", "ip", "to"):
+        t.take(word)
+    fields: list[str] = []
+    while t.peek() != "numgen":
+        field = _selector(t)
+        if field is None or ":" in field:
+            raise t.fail("expected a selector in the dnat map key")
+        fields.append(field)
+        t.take(".")
+    for word in ("numgen", "random", "mod"):
+        t.take(word)
+    modulus = _int(t, t.take())
+    offset = 0
+    if t.peek() == "offset":
+        t.take()
+        offset = _int(t, t.take())
+    t.take("map")
+    name = t.take()
+    if not name.startswith("@") or modulus < 1:
+        raise t.fail("dnat map needs mod N >= 1 and a named @map")
+    return DnatMap(tuple(fields), modulus, offset, name[1:])
+
+
 @functools.lru_cache(maxsize=65536)
 def parse_rule(text: str) -> tuple[Statement, ...]:
     """The statements of one rule, in order."""
@@ -205,6 +241,8 @@ def parse_rule(text: str) -> tuple[Statement, ...]:
                 raise t.fail("update needs a selector")
             t.take("}")
             out.append(Update(name[1:], field))
+        elif tok == "dnat" and t.peek(1) == "ip":
+            out.append(_dnat_map(t))
         elif tok == "dnat":
             t.take()
             t.take("to")
@@ -260,7 +298,7 @@ def parse_rule(text: str) -> tuple[Statement, ...]:
                 out.append(Lookup(tuple(fields), name[1:], vmap))
             else:
                 _parse_relation(t, field, out)
-        if out and isinstance(out[-1], Verdict | Dnat | Masquerade | Reject) \
+        if out and isinstance(out[-1], Verdict | Dnat | DnatMap | Masquerade | Reject) \
                 and t.peek() is not None:
             raise t.fail("a terminal statement must end the rule")
     if not out:
@@ -274,7 +312,7 @@ def chain_refs(statements: tuple[Statement, ...]) -> list[str]:
 
 
 def set_refs(statements: tuple[Statement, ...]) -> list[tuple[str, str]]:
-    """(set name, how it is used: "lookup" | "vmap" | "update")."""
+    """(set name, how it is used: "lookup" | "vmap" | "update" | "map")."""
     out: list[tuple[str, str]] = []
     for s in statements:
         if isinstance(s, Match) and s.set_name is not None:
@@ -283,6 +321,8 @@ def set_refs(statements: tuple[Statement, ...]) -> list[tuple[str, str]]:
             out.append((s.set_name, "vmap" if s.vmap else "lookup"))
         elif isinstance(s, Update):
             out.append((s.set_name, "update"))
+        elif isinstance(s, DnatMap):
+            out.append((s.set_name, "map"))
     return out
 
 
