@@ -167,6 +167,12 @@ def test_bad_manifest_changes_nothing(tmp_path: Path) -> None:
     assert up.returncode == 2
     assert "bad.yaml:" in up.stderr and "containerPort" in up.stderr
     assert not list_netns(names.PREFIX + "kubewire-")
+    # ... and neither does one the daemon refuses after starting (a missing namespace).
+    ghost = deployment_yaml("x", 1, namespace="ghost")
+    up = kw("up", "-f", "-", "--name", "t-ghost", stdin=ghost, check=False)
+    assert up.returncode == 2 and 'namespaces "ghost" not found' in up.stderr
+    assert not list_netns(names.lab_prefix("t-ghost"))
+    assert not LabDirs.of("t-ghost").root.exists()
     small = cluster_yaml(name, nodes=1, extra="  nodeCIDRMaskSize: 28\n")  # 13 pods per node
     with lab(name, small + "---\n" + deployment_yaml("app", 1), tmp_path):
         before_pods = pods(name)

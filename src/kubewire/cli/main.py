@@ -114,14 +114,21 @@ def up(ctx: click.Context, files: Sequence[str], name: str | None, timeout: floa
         client = DaemonClient(lab)
         _wait_for_daemon(client, proc, dirs)
         progress.update("applying manifests")
-        reply = call(client, {"op": "apply", "objects": loaded.objects})
+        try:
+            call(client, {"op": "apply", "objects": loaded.objects})
+        except Failure:
+            # The daemon refused the input (e.g. a namespace that does not exist):
+            # `up` must leave nothing behind.
+            from kubewire.lab.cleanup import cleanup_lab
+
+            cleanup_lab(lab)
+            raise
         summary = _wait_ready(client, progress, timeout)
     for w in [*loaded.warnings, *summary.get("warnings", [])]:
         click.echo(f"warning: {w}", err=True)
     elapsed = time.monotonic() - started
     click.echo(f"lab {lab}: {summary['nodes']} nodes, {summary['ready']}/{summary['pods']} pods "
                f"ready in {elapsed:.1f}s (backend {summary['backend']}, cni {summary['cni']})")
-    del reply
     _report_unready(summary)
 
 
