@@ -13,7 +13,8 @@ ALLOWED = {
     "controllers": {"api"},
     "store": set(),
     "proxy": {"kernel"},
-    "dns": set(),  # only proxy.sync does I/O (nft and conntrack in a node netns)
+    "dns": set(),
+    "dnsserver": {"dns"},  # only proxy.sync does I/O (nft and conntrack in a node netns)
 }
 IO_MODULES = {"subprocess", "socket", "pyroute2", "ctypes", "asyncio.subprocess"}
 PURE = {"api", "controllers", "dns"}

@@ -1,0 +1,1 @@
+"""The asyncio driver (UDP and TCP sockets) for the pure cluster-DNS core in kubewire.dns."""
