@@ -110,6 +110,7 @@ class LabDaemon:
         watch = self.store.watch(["Service", "EndpointSlice", "Node"])
         path = netns.netns_path(names.host_netns(self.lab, EXTERNAL_HOST))
         loop = asyncio.get_running_loop()
+        applied: dict[str, tuple[str, ...]] | None = None
         try:
             async for _event in watch:
                 await asyncio.sleep(0.01)
@@ -117,8 +118,11 @@ class LabDaemon:
                 node_ips = {n: str(ip) for n, ip in self.underlay.items()}
                 desired = announcer.desired_routes(self.store.list("Service"),
                                                    self.store.list("EndpointSlice"), node_ips)
+                if desired == applied:
+                    continue  # most events (pod readiness, node status) change no route
                 try:
                     await loop.run_in_executor(self.pool, announcer.sync_routes, path, desired)
+                    applied = desired
                 except Exception:
                     log.exception("announcing external addresses failed")
         finally:
@@ -255,8 +259,7 @@ class LabDaemon:
         kind, ns, name = key_of(obj)
         current = self.store.get(kind, ns, name)
         label = f"{kind.lower()}/{name}"
-        obj = json.loads(json.dumps(obj))
-        meta = obj["metadata"]
+        meta = obj["metadata"]  # the request's own copy: ours to fill in
         if current is None:
             meta.setdefault("uid", str(uuid.uuid4()))
             self.store.put(obj)
