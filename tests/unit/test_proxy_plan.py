@@ -84,7 +84,9 @@ def test_removing_a_service_deletes_references_before_chains() -> None:
 def test_changed_endpoints_rewrite_one_chain() -> None:
     services, slices = base()
     before = compile_proxy(services, slices, NODE)
-    slices[2] = dict(slices[2], endpoints=slices[2]["endpoints"][:1])
+    # Keep the endpoint on node-2: the one on NODE (node-1) goes, and with it its
+    # hairpin element (remote endpoints have none).
+    slices[2] = dict(slices[2], endpoints=slices[2]["endpoints"][1:])
     after = compile_proxy(services, slices, NODE)
     tx = plan_incremental(before, after)
     assert tx is not None
@@ -92,7 +94,8 @@ def test_changed_endpoints_rewrite_one_chain() -> None:
     assert tx.chains_changed == (chain,) and not tx.chains_added and not tx.chains_removed
     text = tx.render()
     assert f"flush chain {T} {chain}\n" in text
-    assert "delete element ip kubewire-proxy hairpin-endpoints { 10.129.0.2 . 10.129.0.2 }" in text
+    assert "delete element ip kubewire-proxy hairpin-endpoints { 10.128.0.2 . 10.128.0.2 }" in text
+    assert "10.129.0.2 . 10.129.0.2" not in before.render()
 
 
 def test_no_change_is_an_empty_transaction() -> None:

@@ -18,7 +18,8 @@ deliberate differences, each measured on this kernel (6.18) and nft 1.0.6 - see 
   Services x 10 endpoints take a second.
 * Hairpin traffic (a pod reaching itself through a Service) is recognised at postrouting,
   by ``ip saddr . ip daddr`` in a set of ``endpoint . endpoint`` pairs, instead of by an
-  ``ip saddr <endpoint>`` rule in each endpoint chain.
+  ``ip saddr <endpoint>`` rule in each endpoint chain. Only this node's endpoints are in
+  it: hairpin traffic is DNATed on the sending pod's own node.
 
 Likewise, ClusterIP traffic from outside the pod network is marked for masquerade by one
 lookup in ``@cluster-ip-ports`` in the ``services`` chain rather than by a rule in each

@@ -113,12 +113,21 @@ class _ServiceCompiler:
             tuple(self.cluster_ports), tuple(self.affinity.items()), tuple(self.hairpin),
             tuple(self.udp), tuple(self.shared.values()))
 
+    def _may_hairpin(self, e: _Endpoint) -> bool:
+        """Only an endpoint on this node can send itself hairpin traffic here: the packet
+        is DNATed on the sender's own node. Endpoints with no nodeName (hand-written
+        slices) and host-network ones at the node's address are kept to be safe; remote
+        endpoints are left out, which keeps the set proportional to the node's pods."""
+        return (e.node_name is None or e.node_name == self.node.node_name
+                or e.ip in self.node.node_ips)
+
     def _selection(self, eps: Sequence[_Endpoint], spid: str, proto: str,
                    affinity: int | None, offset: int) -> tuple[list[str], _Choice]:
         """The chain's rules and, when it chooses through ``@service-endpoints``, the
         (choice value, endpoint) pairs every frontend reaching it needs as elements."""
         for e in eps:
-            self.hairpin.add(f"{e.ip} . {e.ip}")
+            if self._may_hairpin(e):
+                self.hairpin.add(f"{e.ip} . {e.ip}")
         if affinity is None and len(eps) > 1:
             # One rule: the frontend (the packet's own daddr . proto . dport, whatever path
             # brought it here) and a random number in [offset, offset + N) pick the
