@@ -414,14 +414,17 @@ def test_node_port_problems(services: list[dict[str, Any]], problem_key: str, me
     assert result.problems[problem_key].startswith(message)
 
 
-def test_node_port_is_unique_per_protocol() -> None:
+def test_node_port_is_unique_across_protocols_between_services() -> None:
+    # The API server's allocator ignores the protocol: another Service cannot take the
+    # same node port for UDP.
     result = run(
         [
             svc("tcp", type="NodePort", ports=[{"port": 53, "nodePort": 30053}]),
             svc("udp", type="NodePort", ports=[{"port": 53, "protocol": "UDP", "nodePort": 30053}]),
         ]
     )
-    assert result.problems == {}
+    assert list(result.problems) == ["default/udp"]
+    assert "30053/UDP is already allocated to service default/tcp" in result.problems["default/udp"]
 
 
 def test_same_port_number_on_two_protocols_shares_a_node_port() -> None:

@@ -131,9 +131,11 @@ class _Previous:
 
 
 class _Pool:
-    """Integers ``first..last``, each held by at most one owner per lane.
+    """Integers ``first..last``, each held by at most one owner.
 
-    Lanes let a node port be held separately per protocol; address pools use one lane.
+    One pool for node ports, whatever the protocol: the API server's allocator ignores it,
+    so 30053/UDP in one Service blocks 30053/TCP in any other (ports of one Service may
+    share a node port: its owner claiming again is not a conflict).
     Values in ``reserved`` are never handed out dynamically but may be claimed by request.
     Dynamic allocation walks the upper band ``split..last`` first, then the lower band.
     """
@@ -145,40 +147,34 @@ class _Pool:
         self.last = last
         self.split = min(first + static_band, last + 1)
         self.reserved = frozenset(value for value in reserved if first <= value <= last)
-        self.holders: dict[int, dict[str, str]] = {}
+        self.holders: dict[int, str] = {}
         self.free = max(last - first + 1, 0) - len(self.reserved)
 
     def __contains__(self, value: int) -> bool:
         return self.first <= value <= self.last
 
-    def holder(self, value: int, lane: str) -> str | None:
-        return self.holders.get(value, {}).get(lane)
+    def holder(self, value: int) -> str | None:
+        return self.holders.get(value)
 
-    def claim(self, value: int, lane: str, owner: str) -> str | None:
-        """Hold ``value`` in ``lane`` for ``owner``; returns the other holder if it is taken."""
-        lanes = self.holders.get(value)
-        if lanes is None:
-            lanes = self.holders[value] = {}
-            if value not in self.reserved:
-                self.free -= 1
-        other = lanes.get(lane)
-        if other is not None and other != owner:
-            return other
-        lanes[lane] = owner
+    def claim(self, value: int, owner: str) -> str | None:
+        """Hold ``value`` for ``owner``; returns the other holder if it is taken."""
+        other = self.holders.get(value)
+        if other is not None:
+            return other if other != owner else None
+        self.holders[value] = owner
+        if value not in self.reserved:
+            self.free -= 1
         return None
 
-    def release(self, value: int, lane: str, owner: str) -> None:
-        lanes = self.holders.get(value)
-        if lanes is None or lanes.get(lane) != owner:
+    def release(self, value: int, owner: str) -> None:
+        if self.holders.get(value) != owner:
             return
-        del lanes[lane]
-        if not lanes:
-            del self.holders[value]
-            if value not in self.reserved:
-                self.free += 1
+        del self.holders[value]
+        if value not in self.reserved:
+            self.free += 1
 
-    def allocate(self, seed: int, lanes: Collection[str], owner: str) -> int | None:
-        """A value held in no lane at all, claimed in ``lanes``; None when none is left."""
+    def allocate(self, seed: int, owner: str) -> int | None:
+        """A free value, claimed for ``owner``; None when none is left."""
         if self.free <= 0:
             return None
         for low, high in ((self.split, self.last), (self.first, self.split - 1)):
@@ -189,14 +185,9 @@ class _Pool:
             for step in range(size):
                 value = low + (start + step) % size
                 if value not in self.holders and value not in self.reserved:
-                    for lane in lanes:
-                        self.claim(value, lane, owner)
+                    self.claim(value, owner)
                     return value
         return None
-
-
-# Every address pool uses one lane; node ports use the protocol.
-_ADDRESS = ""
 
 
 class _Claims:
@@ -204,25 +195,25 @@ class _Claims:
 
     def __init__(self, owner: str) -> None:
         self.owner = owner
-        self.made: list[tuple[_Pool, int, str]] = []
+        self.made: list[tuple[_Pool, int]] = []
 
-    def claim(self, pool: _Pool, value: int, lane: str) -> str | None:
-        if pool.holder(value, lane) == self.owner:
+    def claim(self, pool: _Pool, value: int) -> str | None:
+        if pool.holder(value) == self.owner:
             return None
-        other = pool.claim(value, lane, self.owner)
+        other = pool.claim(value, self.owner)
         if other is None:
-            self.made.append((pool, value, lane))
+            self.made.append((pool, value))
         return other
 
-    def allocate(self, pool: _Pool, seed: int, lanes: Collection[str]) -> int | None:
-        value = pool.allocate(seed, lanes, self.owner)
+    def allocate(self, pool: _Pool, seed: int) -> int | None:
+        value = pool.allocate(seed, self.owner)
         if value is not None:
-            self.made.extend((pool, value, lane) for lane in lanes)
+            self.made.append((pool, value))
         return value
 
     def undo(self) -> None:
-        for pool, value, lane in reversed(self.made):
-            pool.release(value, lane, self.owner)
+        for pool, value in reversed(self.made):
+            pool.release(value, self.owner)
         self.made.clear()
 
 
@@ -345,21 +336,21 @@ class _Allocator:
             if request is not None and key not in self.problems:
                 held = _still_used(held, request, self.lb_ips)
             if held.cluster_ip is not None and held.cluster_ip in self.cluster_ips:
-                self.cluster_ips.claim(held.cluster_ip, _ADDRESS, key)
-            for (_, protocol), node_port in held.node_ports.items():
+                self.cluster_ips.claim(held.cluster_ip, key)
+            for node_port in held.node_ports.values():
                 if node_port in self.node_ports:
-                    self.node_ports.claim(node_port, protocol, key)
+                    self.node_ports.claim(node_port, key)
             if self.lb_ips is not None:
                 for address in held.load_balancer_ips:
                     if address in self.lb_ips:
-                        self.lb_ips.claim(address, _ADDRESS, key)
+                        self.lb_ips.claim(address, key)
         return previous
 
     def claim_requested(self, request: _Request, decision: _Decision) -> None:
         claims = _Claims(request.key)
         problems = []
         if request.cluster_ip is not None:
-            other = claims.claim(self.cluster_ips, request.cluster_ip, _ADDRESS)
+            other = claims.claim(self.cluster_ips, request.cluster_ip)
             if other is not None:
                 problems.append(
                     f"spec.clusterIP: {IPv4Address(request.cluster_ip)} is already allocated "
@@ -369,7 +360,7 @@ class _Allocator:
         for port in request.ports:
             if not port.node_port:
                 continue
-            other = claims.claim(self.node_ports, port.node_port, port.protocol)
+            other = claims.claim(self.node_ports, port.node_port)
             if other is not None:
                 problems.append(
                     f"spec.ports[{port.index}].nodePort: {port.node_port}/{port.protocol} is "
@@ -378,7 +369,7 @@ class _Allocator:
                 )
             decision.node_ports[port.index] = port.node_port
         if request.load_balancer_ip is not None and self.lb_ips is not None:
-            other = claims.claim(self.lb_ips, request.load_balancer_ip, _ADDRESS)
+            other = claims.claim(self.lb_ips, request.load_balancer_ip)
             if other is not None:
                 problems.append(
                     f"spec.loadBalancerIP: {IPv4Address(request.load_balancer_ip)} is already "
@@ -413,9 +404,9 @@ class _Allocator:
         self, request: _Request, previous: _Previous | None, claims: _Claims
     ) -> int:
         held = previous.cluster_ip if previous is not None else None
-        if held is not None and self.cluster_ips.holder(held, _ADDRESS) == request.key:
+        if held is not None and self.cluster_ips.holder(held) == request.key:
             return held
-        value = claims.allocate(self.cluster_ips, _seed("clusterIP", request.key), [_ADDRESS])
+        value = claims.allocate(self.cluster_ips, _seed("clusterIP", request.key))
         if value is None:
             raise _Problem(
                 f"spec.clusterIP: the service range {self.service_cidr} is exhausted (no free "
@@ -438,16 +429,15 @@ class _Allocator:
             if port.index in decision.node_ports:
                 continue
             node_port = kept.get((port.port, port.protocol))
-            if node_port is not None and self.node_ports.holder(node_port, port.protocol) == (
+            if node_port is not None and self.node_ports.holder(node_port) == (
                 request.key
             ):
                 decision.node_ports[port.index] = node_port
             elif request.wants_node_ports:
                 by_number.setdefault(port.port, []).append(port)
         for number, ports in sorted(by_number.items()):
-            protocols = sorted({port.protocol for port in ports})
             value = claims.allocate(
-                self.node_ports, _seed("nodePort", request.key, str(number)), protocols
+                self.node_ports, _seed("nodePort", request.key, str(number))
             )
             if value is None:
                 low, high = self.node_port_range
@@ -476,9 +466,9 @@ class _Allocator:
             return decision.load_balancer_ip
         if previous is not None:
             for address in previous.load_balancer_ips:
-                if self.lb_ips.holder(address, _ADDRESS) == request.key:
+                if self.lb_ips.holder(address) == request.key:
                     return address
-        value = claims.allocate(self.lb_ips, _seed("loadBalancerIP", request.key), [_ADDRESS])
+        value = claims.allocate(self.lb_ips, _seed("loadBalancerIP", request.key))
         if value is None:
             raise _Problem(
                 f"status.loadBalancer: the loadBalancer pool {self.lb_pool} is exhausted (every "
