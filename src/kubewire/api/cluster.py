@@ -33,7 +33,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from types import MappingProxyType
 from typing import Any
 
@@ -230,6 +230,13 @@ class ClusterSpec:
         """Underlay ranges no node may take an address from (the load-balancer pool); pass
         them as ``reserved`` to the controllers' underlay allocation."""
         return () if self.load_balancer_cidr is None else (self.load_balancer_cidr,)
+
+    @property
+    def dns_service_ip(self) -> IPv4Address:
+        """The kube-dns Service's ClusterIP: the service range's tenth address, as kubeadm
+        and kind choose it (10.96.0.10 by default)."""
+        net = self.service_cidr
+        return net.network_address + min(10, max(net.num_addresses - 2, 1))
 
     def node(self, name: str) -> NodeSpec | None:
         return next((node for node in self.nodes if node.name == name), None)

@@ -26,6 +26,7 @@ from kubewire.cli.manifests import LoadedInput, load_input
 from kubewire.cli.progress import Progress
 from kubewire.lab import names
 from kubewire.lab.state import LabDirs, list_labs
+from kubewire.workload import runner
 
 BAD_INPUT = 2
 
@@ -388,7 +389,9 @@ def exec(ctx: click.Context, target: str, command: Sequence[str], namespace: str
     uts = names.pod_uts_file(client.lab, namespace, pod_name)
     if not Path(netns).exists():
         fail(f"pod {namespace}/{pod_name} has no sandbox yet (is it running?)")
-    os.execvp("nsenter", ["nsenter", f"--net={netns}", f"--uts={uts}", "--", *cmd])
+    files = names.pod_files(client.lab, namespace, pod_name)
+    argv = runner.pod_command(cmd, netns=netns, uts=uts, files=files)
+    os.execvp(argv[0], argv)
 
 
 def _resolve_pod(client: DaemonClient, kind: str, name: str, namespace: str) -> dict[str, Any]:

@@ -71,6 +71,19 @@ def pod_uts_file(lab: str, namespace: str, pod: str) -> Path:
     return lab_dir(lab) / "uts" / f"{namespace}_{pod}"
 
 
+def pod_dir(lab: str, namespace: str, pod: str) -> Path:
+    """A pod's files: resolv.conf, hosts and projected configMap volumes."""
+    return lab_dir(lab) / "pods" / f"{namespace}_{pod}"
+
+
+def pod_files(lab: str, namespace: str, pod: str) -> dict[str, Path]:
+    """The files bind-mounted into every process of the pod ({path in pod: host file});
+    only those the node agent has written."""
+    root = pod_dir(lab, namespace, pod)
+    wanted = {"/etc/resolv.conf": root / "resolv.conf", "/etc/hosts": root / "hosts"}
+    return {target: source for target, source in wanted.items() if source.exists()}
+
+
 def container_log(lab: str, namespace: str, pod: str, container: str) -> Path:
     return lab_dir(lab) / "logs" / f"{namespace}_{pod}_{container}.log"
 

@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,6 +170,37 @@ def is_running(record: ProcessRecord) -> bool:
     return stat is not None and stat.start_ticks == record.start_time_ticks and stat.state != "Z"
 
 
+# Bind-mounts each (source, target) pair given before "--", then execs the rest. It runs
+# as the first process of a fresh mount namespace, so the mounts are the process's own.
+_MOUNT_THEN_EXEC = ('while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 126; '
+                    'shift 2; done; shift; exec "$@"')
+
+
+def pod_command(argv: Sequence[str], *, netns: str | Path, uts: str | Path | None = None,
+                files: Mapping[str, str | Path] | None = None,
+                nsenter: str = "nsenter") -> list[str]:
+    """The command line that runs ``argv`` inside a pod: its network and UTS namespaces
+    and, when ``files`` ({path in the pod: file on the host}) is given, a private mount
+    namespace in which those files are bind-mounted over their paths (the pod's
+    /etc/resolv.conf and /etc/hosts, as the kubelet mounts them into containers).
+
+    The mount namespace is a slave of the host's: mounts made here never leak out, while
+    namespace files unmounted on the host (a deleted pod's netns) vanish here too, so a
+    long-running pod process never pins another pod's network namespace.
+    """
+    cmd = [nsenter, f"--net={netns}"]
+    if uts is not None:
+        cmd.append(f"--uts={uts}")
+    cmd.append("--")
+    if files:
+        cmd += ["unshare", "--mount", "--propagation", "slave", "--", "sh", "-c",
+                _MOUNT_THEN_EXEC, "kubewire-pod"]
+        for target, source in sorted(files.items()):
+            cmd += [str(source), target]
+        cmd.append("--")
+    return cmd + list(argv)
+
+
 def start_process(
     container: Mapping[str, Any],
     *,
@@ -177,10 +208,15 @@ def start_process(
     netns: str | Path,
     log: str | Path,
     uts: str | Path | None = None,
+    files: Mapping[str, str | Path] | None = None,
     pid_file: str | Path | None = None,
     nsenter: str = "nsenter",
+    argv: Sequence[str] | None = None,
 ) -> RunningProcess:
-    """Run the container's command + args inside the pod's network (and UTS) namespace.
+    """Run the container's command + args inside the pod's namespaces (``pod_command``).
+
+    ``argv`` replaces the container's own command line (a container whose image kubewire
+    implements itself, e.g. CoreDNS).
 
     stdout and stderr are appended to `log`; stdin is /dev/null; the working directory is
     the container's `workingDir` if it exists here, else /. The caller must keep (and
@@ -190,16 +226,13 @@ def start_process(
     if nsenter_path is None:
         raise ProcessStartError("nsenter not found: install util-linux")
     env = container_env(container, hostname=pod)
-    argv = container_argv(container, env)
+    argv = list(argv) if argv is not None else container_argv(container, env)
     if find_executable(argv[0], env.get("PATH")) is None:
         raise ProcessStartError(
             f"container {container.get('name', '?')}: command {argv[0]!r} is not an"
             " executable on this machine (decide() would pick the built-in server)"
         )
-    cmd = [nsenter_path, f"--net={netns}"]
-    if uts is not None:
-        cmd.append(f"--uts={uts}")
-    cmd += ["--", *argv]
+    cmd = pod_command(argv, netns=netns, uts=uts, files=files, nsenter=nsenter_path)
     workdir = container.get("workingDir")
     cwd = workdir if isinstance(workdir, str) and os.path.isdir(workdir) else "/"
     try:

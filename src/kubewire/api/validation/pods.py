@@ -6,12 +6,18 @@ from __future__ import annotations
 from typing import Any
 
 from kubewire.api.errors import show_value
-from kubewire.api.names import dns1123_label_problems, iana_svc_name_problems
+from kubewire.api.names import (
+    dns1123_label_problems,
+    dns1123_subdomain_problems,
+    iana_svc_name_problems,
+)
 from kubewire.api.objects import index_path
 from kubewire.api.validation.common import PROTOCOLS, Checker, check_ip, check_labels
 
 _RESTART_POLICIES = ("Always", "OnFailure", "Never")
 _DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
+_MAX_DNS_NAMESERVERS = 3
+_MAX_DNS_SEARCHES = 32
 _CONTAINER_PORT_FIELDS = ("containerPort", "hostPort", "hostIP", "name", "protocol")
 
 
@@ -103,7 +109,8 @@ def check_pod_spec(c: Checker, value: Any, path: str, *, in_template: bool) -> N
             f"{path}.restartPolicy",
             f'unsupported value "{restart}": {c.info.kind} pods must use "Always"',
         )
-    c.choice(spec.get("dnsPolicy"), f"{path}.dnsPolicy", _DNS_POLICIES)
+    dns_policy = c.choice(spec.get("dnsPolicy"), f"{path}.dnsPolicy", _DNS_POLICIES)
+    _check_dns_config(c, spec.get("dnsConfig"), f"{path}.dnsConfig", dns_policy)
     for key in ("hostname", "subdomain"):
         word = c.string(spec.get(key), f"{path}.{key}")
         if word is not None:
@@ -116,6 +123,36 @@ def check_pod_spec(c: Checker, value: Any, path: str, *, in_template: bool) -> N
             f'node "{node_name}" is not one of the cluster\'s nodes '
             f"({', '.join(c.cluster.node_names)}); the pod will never run",
         )
+
+
+def _check_dns_config(c: Checker, raw: Any, path: str, policy: str | None) -> None:
+    """The API server's dnsConfig rules: IP nameservers (at most 3), at most 32 search
+    domains of DNS names, named options; dnsPolicy None needs a nameserver."""
+    config = c.mapping(raw, path) or {}
+    nameservers = c.sequence(config.get("nameservers"), f"{path}.nameservers") or []
+    if policy == "None" and not nameservers:
+        c.error(f"{path}.nameservers",
+                'required when dnsPolicy is "None": give at least one DNS server address')
+    if len(nameservers) > _MAX_DNS_NAMESERVERS:
+        c.error(f"{path}.nameservers", f"must not have more than {_MAX_DNS_NAMESERVERS} "
+                f"nameservers (got {len(nameservers)})")
+    for index, server in enumerate(nameservers):
+        check_ip(c, server, index_path(f"{path}.nameservers", index))
+    searches = c.sequence(config.get("searches"), f"{path}.searches") or []
+    if len(searches) > _MAX_DNS_SEARCHES:
+        c.error(f"{path}.searches", f"must not have more than {_MAX_DNS_SEARCHES} search "
+                f"paths (got {len(searches)})")
+    for index, search in enumerate(searches):
+        where = index_path(f"{path}.searches", index)
+        word = c.string(search, where)
+        if word is not None:
+            c.names(word.rstrip("."), where, dns1123_subdomain_problems, "search domain")
+    for index, option in enumerate(c.sequence(config.get("options"), f"{path}.options") or []):
+        where = index_path(f"{path}.options", index)
+        item = c.mapping(option, where) or {}
+        c.string(item.get("name"), f"{where}.name", required="a resolver option name")
+        if "value" in item:
+            c.string(item.get("value"), f"{where}.value")
 
 
 def check_pod(c: Checker) -> None:
