@@ -38,7 +38,7 @@ def test_unknown_resource_type_lists_known_ones(name: str) -> None:
 def test_kind_table() -> None:
     assert set(loadable_kinds()) == {
         "Namespace", "Pod", "Service", "ConfigMap", "EndpointSlice", "Deployment", "ReplicaSet",
-        "StatefulSet", "DaemonSet", "Cluster",
+        "StatefulSet", "DaemonSet", "Cluster", "NetworkPolicy",
     }
     assert not KINDS["Node"].loadable
     assert KINDS["Cluster"].api_version == "kubewire.dev/v1alpha1"

@@ -82,6 +82,8 @@ KINDS: Mapping[str, KindInfo] = MappingProxyType(
             KindInfo("Service", ("v1",), True, "services", ("svc",)),
             KindInfo("ConfigMap", ("v1",), True, "configmaps", ("cm",)),
             KindInfo("EndpointSlice", ("discovery.k8s.io/v1",), True, "endpointslices"),
+            KindInfo("NetworkPolicy", ("networking.k8s.io/v1",), True, "networkpolicies",
+                     ("netpol",)),
             KindInfo("Deployment", ("apps/v1",), True, "deployments", ("deploy",)),
             KindInfo("ReplicaSet", ("apps/v1",), True, "replicasets", ("rs",)),
             KindInfo("StatefulSet", ("apps/v1",), True, "statefulsets", ("sts",)),

@@ -28,6 +28,7 @@ from kubewire.api.validation.endpointslices import (
     check_endpoint_slice,
 )
 from kubewire.api.validation.metadata import check_metadata
+from kubewire.api.validation.networkpolicies import check_network_policy
 from kubewire.api.validation.pods import check_pod
 from kubewire.api.validation.services import NODE_PORT_RANGE as NODE_PORT_RANGE
 from kubewire.api.validation.services import SERVICE_TYPES, check_service
@@ -72,6 +73,7 @@ VALIDATORS: Mapping[str, Validator] = {
     "Service": check_service,
     "ConfigMap": check_config_map,
     "EndpointSlice": check_endpoint_slice,
+    "NetworkPolicy": check_network_policy,
     "Deployment": check_replicated,
     "ReplicaSet": check_replicated,
     "StatefulSet": check_statefulset,
