@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(iproute2 nftables iptables conntrack iputils-ping curl util-linux procps
-              containernetworking-plugins tcpdump dnsutils)
+              containernetworking-plugins tcpdump dnsutils dnsperf unbound)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

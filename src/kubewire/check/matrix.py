@@ -32,6 +32,7 @@ class Target:
     ip: str
     netns: Path
     tcp_port: int | None
+    http: bool = True  # the port is the built-in echo server's (a DNS pod's 53 is not)
 
     @property
     def ref(self) -> str:
@@ -108,7 +109,7 @@ async def probe(src: Target, dst: Target, timeout: float) -> ProbeResult:
             return result(False, "timeout")
         except OSError as exc:
             return result(False, exc.strerror or str(exc))
-        if dst.tcp_port is None:
+        if dst.tcp_port is None or not dst.http:
             return result(True, "connected")
         request = (f"GET /check HTTP/1.1\r\nHost: {dst.ip}:{port}\r\n"
                    "User-Agent: kubewire-check\r\nConnection: close\r\n\r\n").encode()

@@ -394,6 +394,14 @@ def exec(ctx: click.Context, target: str, command: Sequence[str], namespace: str
     os.execvp(argv[0], argv)
 
 
+def _serves_echo(container: dict[str, Any]) -> bool:
+    """Whether the container's ports are the built-in echo server's (HTTP naming the pod)."""
+    from kubewire.lab.clusterdns import is_coredns_image
+    from kubewire.workload.containers import decide
+
+    return decide(container) == "builtin" and not is_coredns_image(container.get("image"))
+
+
 def _resolve_pod(client: DaemonClient, kind: str, name: str, namespace: str) -> dict[str, Any]:
     if kind == "Pod":
         pods = call(client, {"op": "get", "kind": "Pod", "namespace": namespace,
@@ -461,14 +469,29 @@ def logs(ctx: click.Context, pod: str, namespace: str, container: str | None, fo
 @click.option("--max-pairs", default=2500, show_default=True,
               help="Probe all pairs up to this many; above it, a sample covering every node pair.")
 @click.option("--timeout", default=2.0, show_default=True, help="Seconds per connection.")
+@click.option("--policy", is_flag=True,
+              help="NetworkPolicy: the from -> to matrix, measured and as Kubernetes says.")
+@click.option("-n", "--namespace", "namespaces", multiple=True,
+              help="With --policy: pods of these namespaces (default: all but kube-system).")
+@click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535),
+              help="With --policy: destination port (repeatable; default 80).")
+@click.option("--protocol", "protocols", multiple=True,
+              type=click.Choice(["TCP", "UDP"], case_sensitive=False),
+              help="With --policy: protocol (repeatable; default TCP).")
 @click.pass_context
-def check(ctx: click.Context, output: str, max_pairs: int, timeout: float) -> None:
+def check(ctx: click.Context, output: str, max_pairs: int, timeout: float, policy: bool,
+          namespaces: Sequence[str], ports: Sequence[int], protocols: Sequence[str]) -> None:
     """Measure pod-to-pod TCP connectivity with real connections."""
     from kubewire.check.matrix import Target, choose_pairs, run_matrix
     from kubewire.check.report import render_json, render_table
 
     need_root("check")
     client = daemon(ctx)
+    if policy:
+        _check_policy(client, output, timeout, namespaces, ports, protocols)
+        return
+    if namespaces or ports or protocols:
+        fail("-n, --port and --protocol go with --policy")
     pods = call(client, {"op": "get", "kind": "Pod"})["items"]
     targets = []
     for p in pods:
@@ -476,11 +499,11 @@ def check(ctx: click.Context, output: str, max_pairs: int, timeout: float) -> No
         if not ip:
             continue
         ns, name = p["metadata"]["namespace"], p["metadata"]["name"]
-        tcp = [port["containerPort"] for c in p["spec"]["containers"]
+        tcp = [(port["containerPort"], _serves_echo(c)) for c in p["spec"]["containers"]
                for port in c.get("ports", []) if port.get("protocol", "TCP") == "TCP"]
         targets.append(Target(ns, name, p["spec"].get("nodeName", ""), ip,
                               Path(f"/run/netns/{names.pod_netns(client.lab, ns, name)}"),
-                              tcp[0] if tcp else None))
+                              tcp[0][0] if tcp else None, http=tcp[0][1] if tcp else False))
     if len(targets) < 2:
         fail("check needs at least two running pods")
     pairs, sampled = choose_pairs(targets, max_pairs)
@@ -499,6 +522,42 @@ def check(ctx: click.Context, output: str, max_pairs: int, timeout: float) -> No
     else:
         click.echo(render_table(results, targets, sampled, elapsed))
     if not all(r.ok for r in results):
+        sys.exit(1)
+
+
+def _check_policy(client: DaemonClient, output: str, timeout: float, namespaces: Sequence[str],
+                  ports: Sequence[int], protocols: Sequence[str]) -> None:
+    """``check --policy``: exit 1 when a measured cell differs from the oracle's."""
+    from rich.console import Console
+
+    from kubewire.check.policy import check_lab, render, table_width, to_json
+
+    def items(kind: str) -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = call(client, {"op": "get", "kind": kind})["items"]
+        return got
+
+    pods, spaces, policies = items("Pod"), items("Namespace"), items("NetworkPolicy")
+    known = {n["metadata"]["name"] for n in spaces}
+    if unknown := sorted(set(namespaces) - known):
+        fail(f"namespaces not found: {', '.join(unknown)}")
+    checks = [(proto.upper(), port) for proto in protocols or ("TCP",) for port in ports or (80,)]
+    with Progress("check --policy", enabled=output == "table") as progress:
+        progress.update(f"measuring {len(checks)} matrices")
+        results, warnings = check_lab(client.lab, pods, spaces, policies, checks,
+                                      namespaces or None, timeout)
+    if sum(len(r.order) for r in results) < 2 * len(results):
+        fail("check --policy needs at least two running pods")
+    if output == "json":
+        click.echo(to_json(results, warnings))
+    else:
+        console = Console(highlight=False)
+        if not console.is_terminal:  # a pipe or file: never squeeze the matrices
+            console.width = max(console.width, *(2 * table_width(r) + 4 for r in results))
+        for w in warnings:
+            console.print(f"warning: policy left out: {w}", style="yellow")
+        for r in results:
+            console.print(render(r, console.width))
+    if any(r.differences() for r in results):
         sys.exit(1)
 
 

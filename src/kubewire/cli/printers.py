@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from kubewire.api.selectors import LabelSelector, SelectorError
+
 Obj = dict[str, Any]
 
 
@@ -161,6 +163,16 @@ def _cm_row(cm: Obj, _wide: bool, _ctx: Ctx) -> list[str]:
     return [cm["metadata"]["name"], str(len(cm.get("data", {}) or {})), age(cm)]
 
 
+def _netpol_row(pol: Obj, _wide: bool, _ctx: Ctx) -> list[str]:
+    """kubectl's columns: the podSelector as a selector string, ``<none>`` when empty."""
+    raw = (pol.get("spec") or {}).get("podSelector") or {}
+    try:
+        text = str(LabelSelector.from_dict(raw))
+    except SelectorError:
+        text = "<invalid>"
+    return [pol["metadata"]["name"], text or "<none>", age(pol)]
+
+
 Row = Callable[[Obj, bool, Ctx], list[str]]
 TABLES: dict[str, tuple[list[str], list[str], Row]] = {
     "Pod": (["NAME", "READY", "STATUS", "RESTARTS", "AGE"], ["IP", "NODE"], _pod_row),
@@ -176,6 +188,7 @@ TABLES: dict[str, tuple[list[str], list[str], Row]] = {
                 _svc_row),
     "EndpointSlice": (["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], [], _slice_row),
     "ConfigMap": (["NAME", "DATA", "AGE"], [], _cm_row),
+    "NetworkPolicy": (["NAME", "POD-SELECTOR", "AGE"], [], _netpol_row),
 }
 
 

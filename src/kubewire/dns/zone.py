@@ -90,7 +90,8 @@ def _rrsets(records: tuple[Record, ...], qname: str | None) -> list[dns.rrset.RR
     for r in records:
         owner = qname if qname is not None and r.owner == qname.lower().rstrip(".") else r.owner
         groups.setdefault((owner, r.rdtype), []).append(r.text)
-    return [dns.rrset.from_text_list(owner + ".", TTL, dns.rdataclass.IN,
+    ttl = records[0].ttl if records else TTL  # one zone, one TTL
+    return [dns.rrset.from_text_list(owner + ".", ttl, dns.rdataclass.IN,
                                      dns.rdatatype.RdataType.make(t), texts)
             for (owner, t), texts in groups.items()]
 
@@ -126,8 +127,9 @@ class ClusterZone:
 
 
 class _Builder:
-    def __init__(self, domain: str, serial: int) -> None:
+    def __init__(self, domain: str, serial: int, ttl: int = TTL) -> None:
         self.domain = domain
+        self.ttl = ttl
         self.rr: dict[str, dict[int, dict[bytes, Record]]] = defaultdict(lambda: defaultdict(dict))
         self.extra: dict[tuple[str, int], list[str]] = defaultdict(list)  # SRV -> glue names
         self.cname_targets: dict[str, str] = {}
@@ -137,12 +139,12 @@ class _Builder:
                                    SOA_MINIMUM))
         soa_text = (f"ns.dns.{domain}. hostmaster.{domain}. {serial} {SOA_REFRESH} "
                     f"{SOA_RETRY} {SOA_EXPIRE} {SOA_MINIMUM}")
-        self.soa = Record(domain, SOA, soa_rdata, soa_text)
-        self.reverse_soa = {z: Record(z, SOA, soa_rdata, soa_text)
+        self.soa = Record(domain, SOA, soa_rdata, soa_text, ttl)
+        self.reverse_soa = {z: Record(z, SOA, soa_rdata, soa_text, ttl)
                             for z in ("in-addr.arpa", "ip6.arpa")}
 
     def add(self, owner: str, rdtype: int, rdata: bytes, text: str) -> None:
-        self.rr[owner][rdtype][rdata] = Record(owner, rdtype, rdata, text)
+        self.rr[owner][rdtype][rdata] = Record(owner, rdtype, rdata, text, self.ttl)
 
     def address(self, owner: str, ip: str) -> None:
         if ":" in ip:
@@ -165,19 +167,22 @@ class _Builder:
 def build_zone(services: Iterable[Obj | ServiceView], slices: Iterable[Obj | SliceView] = (),
                pods: Iterable[Obj | PodView] = (), domain: str = "cluster.local", *,
                serial: int = 1, namespaces: Iterable[str] = (),
-               nameserver_ips: Iterable[str] = ()) -> ClusterZone:
+               nameserver_ips: Iterable[str] = (), ttl: int = TTL) -> ClusterZone:
     """Compile Services, EndpointSlices and Pods (JSON dicts or views) into a ClusterZone.
 
     ``namespaces``: extra namespaces whose pod names answer (any namespace holding a Service,
     slice or Pod already does). ``nameserver_ips``: addresses of ``ns.dns.<domain>``, the
-    apex NS target (the DNS Service's ClusterIP), added as glue.
+    apex NS target (the DNS Service's ClusterIP), added as glue. ``ttl``: of every record
+    (CoreDNS ``kubernetes { ttl N }``); pod-name answers, built per query, keep ``TTL``.
     """
+    if not 0 <= ttl <= 3600:
+        raise DnsInputError(f"ttl {ttl} is out of range; use 0-3600 seconds (as CoreDNS)")
     # The build allocates ~10 objects per record and none of them form cycles; letting the
     # cyclic GC scan them all again and again costs ~45% of a 10k-Service build.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _build(services, slices, pods, domain, serial, namespaces, nameserver_ips)
+        return _build(services, slices, pods, domain, serial, namespaces, nameserver_ips, ttl)
     finally:
         if was_enabled:
             gc.enable()
@@ -185,7 +190,7 @@ def build_zone(services: Iterable[Obj | ServiceView], slices: Iterable[Obj | Sli
 
 def _build(services: Iterable[Obj | ServiceView], slices: Iterable[Obj | SliceView],
            pods: Iterable[Obj | PodView], domain: str, serial: int, namespaces: Iterable[str],
-           nameserver_ips: Iterable[str]) -> ClusterZone:
+           nameserver_ips: Iterable[str], ttl: int = TTL) -> ClusterZone:
     domain = domain.lower().strip(".")
     if not domain or not all(is_label(lbl) for lbl in domain.split(".")):
         raise DnsInputError(f"cluster domain {domain!r} is not a DNS name; "
@@ -195,7 +200,7 @@ def _build(services: Iterable[Obj | ServiceView], slices: Iterable[Obj | SliceVi
     views = [s if isinstance(s, SliceView) else SliceView.from_k8s(s) for s in slices]
     pod_views = [p if isinstance(p, PodView) else PodView.from_k8s(p) for p in pods]
 
-    b = _Builder(domain, serial)
+    b = _Builder(domain, serial, ttl)
     b.add(f"dns-version.{domain}", TXT, bytes([len(SCHEMA_VERSION)]) + SCHEMA_VERSION.encode(),
           f'"{SCHEMA_VERSION}"')
     b.add(domain, SOA, b.soa.rdata, b.soa.text)

@@ -1,1 +1,2 @@
-"""The asyncio driver (UDP and TCP sockets) for the pure cluster-DNS core in kubewire.dns."""
+"""Cluster DNS as CoreDNS runs it: a Corefile's plugin chains (``app.DnsApp``) on an asyncio
+UDP/TCP driver (``server.DnsServer``) around the pure core in kubewire.dns. See README.md."""

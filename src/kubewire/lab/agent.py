@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,9 +28,10 @@ from kubewire.api.cluster import ClusterSpec
 from kubewire.cni.protocol import CniError, NetworkConfigList
 from kubewire.cni.runtime import CniRuntime, as_conflist, load_conflist
 from kubewire.kernel import netns
-from kubewire.lab import names
+from kubewire.lab import clusterdns, names, poddns
 from kubewire.lab.cniconfig import LOOPBACK_NETWORK, loopback_network, write_pod_network
 from kubewire.lab.containers import Container, pod_status, should_restart
+from kubewire.lab.policyagent import PolicyAgent
 from kubewire.lab.state import LabDirs
 from kubewire.proxy import NodeContext, ProxyCompiler, ProxyError
 from kubewire.proxy.sync import ProxySyncer
@@ -40,6 +42,7 @@ from kubewire.routing import (
     sync_node_network,
     vtep_mac_for,
 )
+from kubewire.routing.masquerade import sync_egress_masquerade
 from kubewire.store.store import StoreClient
 from kubewire.workload import runner
 from kubewire.workload.client import PodServerClient
@@ -80,7 +83,9 @@ class PodRecord:
     container_id: str
     netns_path: Path
     uts_path: Path
+    pod_dir: Path
     pod: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)  # bind-mounted into its processes
     containers: list[Container] = field(default_factory=list)
     ip: str = ""
     start_time: str = ""
@@ -117,6 +122,10 @@ class NodeAgent:
         self.node_dir = self.dirs.node(node)
         self.netns_path = netns.netns_path(names.node_netns(lab, node))
         self.pod_cidr: IPv4Network | None = None
+        # The node's own resolver (what dnsPolicy Default gives pods): the outside world's
+        # resolver on the external host, the underlay's first address.
+        self.node_resolver = poddns.ResolverConfig(
+            (str(next(spec.underlay_cidr.hosts())),), (), ())
         # The networks every pod joins, in ADD order: loopback first, as containerd does.
         self.networks: list[NetworkConfigList] = []
         self.cni = CniRuntime(self._plugin_dirs(), self.node_dir / "cache")
@@ -134,6 +143,8 @@ class NodeAgent:
         self.proxy = ProxySyncer(self.netns_path)
         self._proxy_dirty = asyncio.Event()
         self._proxy_changes: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+        # The network policy agent's role: NetworkPolicy -> this node's policy table.
+        self.policy = PolicyAgent(node, client, self.netns_path, pool)
 
     def _plugin_dirs(self) -> list[Path]:
         if self.spec.cni == "reference":
@@ -171,15 +182,22 @@ class NodeAgent:
 
     async def run(self) -> None:
         self._register(self.node_object())
-        watch = self.client.watch(["Node", "Pod", "Service", "EndpointSlice"])
+        # Pods reach the outside world (the upstream resolver) with the node's address,
+        # as flannel's ipMasq does: nothing outside knows a route back to pod addresses.
+        await asyncio.get_running_loop().run_in_executor(
+            self.pool, sync_egress_masquerade, self.netns_path, self.spec.pod_cidr)
+        watch = self.client.watch(["Node", "Pod", "Service", "EndpointSlice", "ConfigMap"])
         loops = [asyncio.create_task(self._routing_loop()),
-                 asyncio.create_task(self._proxy_loop())]
+                 asyncio.create_task(self._proxy_loop()),
+                 asyncio.create_task(self.policy.run())]
         try:
             async for event in watch:
                 for ev in [event, *watch.drain()]:
                     obj = ev.obj
                     if obj["kind"] == "Node":
                         self._on_node(ev.type, obj)
+                    elif obj["kind"] == "ConfigMap":
+                        self._on_config_map(obj)
                     elif obj["kind"] in ("Service", "EndpointSlice"):
                         # Only the last state per object matters for the next update.
                         meta = obj["metadata"]
@@ -293,6 +311,38 @@ class NodeAgent:
                 self._proxy_dirty.set()
 
     # -- pods --------------------------------------------------------------------
+    def _on_config_map(self, config_map: dict[str, Any]) -> None:
+        """Refresh the projected configMap volumes of this node's pods, as the kubelet
+        does (it takes up to a minute; here it is at once). Programs that watch their
+        config file, like the DNS server's ``reload``, pick the change up."""
+        meta = config_map["metadata"]
+        for record in list(self.pods.values()):
+            if record.namespace != meta["namespace"]:
+                continue
+            for c in record.containers:
+                if any((v.get("configMap") or {}).get("name") == meta["name"]
+                       for v in record.pod["spec"].get("volumes") or []):
+                    try:
+                        self._project_volumes(record, c.spec)
+                    except OSError:
+                        log.exception("refreshing volumes of %s/%s", record.namespace,
+                                      record.name)
+
+    def _project_volumes(self, record: PodRecord, container: dict[str, Any]) -> dict[str, Path]:
+        maps = {m["metadata"]["name"]: m for m in self.client.list(
+            "ConfigMap", where=lambda m: m["metadata"]["namespace"] == record.namespace)}
+        return clusterdns.project_config_maps(record.pod, container, maps, record.pod_dir)
+
+    def _write_pod_files(self, record: PodRecord) -> None:
+        """The pod's /etc/resolv.conf and /etc/hosts (bind-mounted into its processes)."""
+        resolver = poddns.pod_resolver(record.pod, [str(self.spec.dns_service_ip)],
+                                       self.spec.dns_domain, self.node_resolver)
+        record.pod_dir.mkdir(parents=True, exist_ok=True)
+        (record.pod_dir / "resolv.conf").write_text(resolver.render())
+        (record.pod_dir / "hosts").write_text(
+            poddns.pod_hosts(record.pod, record.ip, self.spec.dns_domain))
+        record.files = names.pod_files(self.lab, record.namespace, record.name)
+
     def _on_pod(self, type_: str, pod: dict[str, Any]) -> None:
         # Keyed by uid: a pod deleted and re-created under the same name is a new pod,
         # and the per-name lock makes the old one's teardown finish before the new setup.
@@ -348,6 +398,7 @@ class NodeAgent:
             container_id=names.container_id(self.lab, ns, name, meta.get("uid", "")),
             netns_path=netns.netns_path(netns_name),
             uts_path=names.pod_uts_file(self.lab, ns, name),
+            pod_dir=names.pod_dir(self.lab, ns, name),
         )
         hostname = pod["spec"].get("hostname") or name
         netns.create_netns(netns_name, record.uts_path, hostname[:63])
@@ -364,6 +415,7 @@ class NodeAgent:
                     if ":" not in str(ipc.address):
                         ip = str(ipc.address).split("/")[0]
             record.ip = ip
+            self._write_pod_files(record)
             self._start_containers(pod, record)
         except BaseException:
             self._destroy_sync(record)
@@ -374,10 +426,14 @@ class NodeAgent:
         for c in pod["spec"].get("containers", []):
             log_path = names.container_log(self.lab, record.namespace, record.name, c["name"])
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            if decide(c) == "exec":
+            argv: tuple[str, ...] | None = None
+            if clusterdns.is_coredns_image(c.get("image")) and not c.get("command"):
+                argv = tuple(clusterdns.coredns_argv(
+                    c, self._project_volumes(record, c), self.dirs.socket))
+            if argv is not None or decide(c) == "exec":
                 pid_file = self.dirs.pids / f"{record.namespace}_{record.name}_{c['name']}.json"
                 container = Container(c["name"], c, "exec", log_path, pid_file,
-                                      readiness_checks(c))
+                                      readiness_checks(c), argv=argv)
                 record.containers.append(container)
                 self._start_process(record, container)
             else:
@@ -393,7 +449,8 @@ class NodeAgent:
     def _start_process(self, record: PodRecord, container: Container) -> None:
         container.process = runner.start_process(
             container.spec, pod=record.name, netns=record.netns_path, uts=record.uts_path,
-            log=container.log, pid_file=container.pid_file)
+            files=record.files, log=container.log, pid_file=container.pid_file,
+            argv=container.argv)
         container.running(ready=not container.checks)
 
     @staticmethod
@@ -465,6 +522,7 @@ class NodeAgent:
                 log.exception("CNI DEL for %s/%s", record.namespace, record.name)
         netns.delete_ns_file(record.netns_path)
         netns.delete_ns_file(record.uts_path)
+        shutil.rmtree(record.pod_dir, ignore_errors=True)
 
     def _publish(self, record: PodRecord) -> None:
         status = pod_status(record.pod, record.containers, str(self.underlay_ip), record.ip,
@@ -495,4 +553,5 @@ class NodeAgent:
         """Tear down every pod this agent made (used when a node is removed)."""
         for uid in list(self.pods):
             await self._teardown_pod(uid)
+        await self.policy.shutdown()
 

@@ -53,6 +53,7 @@ class Container:
     finished_at: str = ""
     restart_at: float = 0.0  # monotonic time of the next restart while in back-off
     last_state: dict[str, Any] = field(default_factory=dict)
+    argv: tuple[str, ...] | None = None  # replaces command + args (an image kubewire implements)
 
     def running(self, ready: bool) -> None:
         self.state, self.reason, self.ready = "running", "", ready

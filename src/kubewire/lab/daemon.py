@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -27,12 +28,13 @@ from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
 from kubewire.api.cluster import ClusterSpec
+from kubewire.api.kinds import KINDS
 from kubewire.cni.server import PluginServer
 from kubewire.cni.shim import install_plugins
 from kubewire.controllers import nodes as node_ctl
 from kubewire.controllers.admission import pod_range_problems
 from kubewire.kernel import hostlimits, netns
-from kubewire.lab import announcer, names, topology
+from kubewire.lab import announcer, clusterdns, names, topology, upstream
 from kubewire.lab.agent import NodeAgent
 from kubewire.lab.controlplane import ControlPlane
 from kubewire.lab.servicecontrol import ServiceController
@@ -66,6 +68,7 @@ class LabDaemon:
         self.services: ServiceController | None = None
         self.podserver_proc: subprocess.Popen[bytes] | None = None
         self.plugin_server: PluginServer | None = None
+        self.upstream_dns: runner.ProcessRecord | None = None
         self._stop = asyncio.Event()
 
     # -- start-up ----------------------------------------------------------------
@@ -76,6 +79,8 @@ class LabDaemon:
                      "namespace; see kubewire.kernel.hostlimits)", key, old, new)
         for ns in BUILTIN_NAMESPACES:
             self.store.put(_namespace(ns))
+        for obj in clusterdns.addon_objects(self.spec):
+            self._put_user_object(obj)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.pool, topology.create_underlay, self.lab)
         # The "external client": a plain host on the underlay, outside the cluster, at the
@@ -84,6 +89,14 @@ class LabDaemon:
                                  f"{self.spec.underlay_cidr.prefixlen}")
         await loop.run_in_executor(self.pool, topology.add_host, self.lab, EXTERNAL_HOST,
                                    external)
+        # The outside world's resolver (Unbound) on the external host: cluster DNS forwards
+        # other names there, and it is the nodes' own resolver (dnsPolicy Default).
+        self.upstream_dns = await loop.run_in_executor(
+            self.pool, functools.partial(
+                upstream.start_upstream,
+                netns.netns_path(names.host_netns(self.lab, EXTERNAL_HOST)), external.ip,
+                self.dirs.root / "upstream", [self.spec.pod_cidr, self.spec.underlay_cidr],
+                pid_file=self.dirs.pids / "upstream-dns.json"))
         if self.spec.cni == "kubewire":
             sock = self.dirs.root / "cni.sock"
             self.plugin_server = PluginServer(sock, max_workers=8)
@@ -380,6 +393,9 @@ class LabDaemon:
             line = await reader.readline()
             try:
                 request = json.loads(line)
+                if request.get("op") == "watch":
+                    await self._stream_watch(request, writer)
+                    return
                 reply = await self.handle(request)
             except Exception as exc:
                 log.exception("request failed")
@@ -389,12 +405,41 @@ class LabDaemon:
         finally:
             writer.close()
 
+    async def _stream_watch(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        """List then watch, as a client of the API server does: one ``SYNC`` line with
+        every object of the kinds asked for, then one line per event, until the client
+        hangs up. The watch starts before the list, so no change falls between them (an
+        event may repeat what the list said; applying it again changes nothing)."""
+        kinds = [str(k) for k in request.get("kinds") or []]
+        unknown = sorted(set(kinds) - set(KINDS))
+        if not kinds or unknown:
+            raise ApplyError(f"watch: unknown kinds {unknown}" if unknown else
+                             "watch: give kinds, e.g. [\"Service\"]")
+        watch = self.store.watch(kinds)
+        try:
+            items = [o for k in kinds for o in self.store.list(k)]
+            writer.write(json.dumps({"ok": True, "type": "SYNC", "items": items}).encode()
+                         + b"\n")
+            await writer.drain()
+            while True:
+                events = [await anext(watch), *watch.drain()]
+                writer.write(b"".join(
+                    json.dumps({"type": ev.type, "object": ev.obj}).encode() + b"\n"
+                    for ev in events))
+                await writer.drain()
+        except (ConnectionError, BrokenPipeError):
+            pass  # the watcher went away
+        finally:
+            watch.close()
+
     def shutdown(self) -> None:
         """Stop our own helpers; the kernel objects are removed by `kubewire down`."""
         if self.plugin_server:
             self.plugin_server.stop()
         if self.podserver_proc and self.podserver_proc.poll() is None:
             self.podserver_proc.terminate()
+        if self.upstream_dns is not None:
+            upstream.stop_upstream(self.upstream_dns)
 
 
 def _namespace(name: str) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 Behaves like the reference `bridge` plugin for the fields it supports: `bridge`
 (default cni0), `isGateway`, `isDefaultGateway`, `mtu`, `hairpinMode`, `promiscMode`,
-`ipam`. `ipMasq` is accepted and ignored: egress masquerade is not implemented (the lab
-has no outside network for pods to reach; see the package README).
+`ipam`. `ipMasq` is accepted and ignored: the lab's node agent masquerades pod egress for
+the whole node, as flannel does (see the package README).
 
 Differences on purpose:
 - The host end is named `veth` + 8 hex digits of sha256(container id, ifname), so DEL
