@@ -43,6 +43,31 @@ spec:
 ---
 apiVersion: v1
 kind: Service
+metadata: {name: db}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports: [{name: pg, port: 5432}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers: [{name: pg, image: agnhost, ports: [{name: pg, containerPort: 5432}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ext}
+spec: {type: ExternalName, externalName: www.example.test}
+---
+apiVersion: v1
+kind: Service
 metadata: {name: api, namespace: team}
 spec:
   selector: {app: web}
@@ -129,6 +154,33 @@ def test_pods_resolve_cluster_names_through_kube_dns(tmp_path: Path) -> None:
         assert out.split()[2:] == ["80", "web.default.svc.cluster.local."]
         out = dig(name, "client", "nope.default.svc.cluster.local")
         assert "status: NXDOMAIN" in out and "SOA" in out
+
+        # Every record form of the spec, asked with real dig from inside a pod.
+        db_ip = next(p["status"]["podIP"] for p in pods(name, "default")
+                     if p["metadata"]["name"] == "db-0")
+        reverse = ".".join(reversed(web_ip.split("."))) + ".in-addr.arpa"
+        client_ip = next(p["status"]["podIP"] for p in pods(name, "default")
+                         if p["metadata"]["name"] == "client")
+        table = [
+            (["TXT", "dns-version.cluster.local"], ['"1.1.0"']),
+            (["PTR", reverse], ["web.default.svc.cluster.local."]),
+            (["A", "db-0.db.default.svc.cluster.local"], [db_ip]),
+            (["A", "db.default.svc.cluster.local"], [db_ip]),
+            (["SRV", "_pg._tcp.db.default.svc.cluster.local"],
+             ["0", "100", "5432", "db-0.db.default.svc.cluster.local."]),
+            (["CNAME", "ext.default.svc.cluster.local"], ["www.example.test."]),
+            (["A", client_ip.replace(".", "-") + ".default.pod.cluster.local"], [client_ip]),
+            (["A", "WEB.Default.SVC.Cluster.Local"], [web_ip]),
+            (["+tcp", "A", "web.default.svc.cluster.local"], [web_ip]),
+            (["AAAA", "web.default.svc.cluster.local"], []),  # NODATA
+        ]
+        for query, expected in table:
+            assert dig(name, "client", "+short", *query).split() == expected, query
+        nodata = dig(name, "client", "AAAA", "web.default.svc.cluster.local")
+        assert "status: NOERROR" in nodata and "ANSWER: 0" in nodata and "SOA" in nodata
+        # The stub resolver follows the ExternalName CNAME out to the upstream resolver.
+        assert kw("exec", "client", "--", "getent", "hosts", "ext",
+                  lab=name).stdout.split()[0] == "192.0.2.10"
 
         # Outside names go to the upstream resolver on the external host (forward).
         out = dig(name, "client", "+short", "external.test")

@@ -456,3 +456,29 @@ def test_dig_through_forward_cache_and_tc_retry() -> None:
     assert "status: NOERROR" in again and "192.0.2.1" in again
     # big: UDP (TC) + TCP upstream for dig's UDP try, TCP for dig's TCP retry; www: once
     assert asked == 2 + 1 + 1
+
+
+def test_external_name_targets_are_resolved_through_the_chain() -> None:
+    ext = {"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "ext", "namespace": "default"},
+           "spec": {"type": "ExternalName", "externalName": "www.example.org"}}
+    gone = {**ext, "metadata": {"name": "gone", "namespace": "default"},
+            "spec": {"type": "ExternalName", "externalName": "nx.example.org"}}
+    text = core(K8S + "    forward . 127.0.0.1:{UP}\n")
+
+    async def body(app: DnsApp, up: FakeUpstream) -> Any:
+        app.set_cluster([ext, gone])
+        a = await ask(app.port, "Ext.default.svc.cluster.local", "A")
+        cname = await ask(app.port, "ext.default.svc.cluster.local", "CNAME")
+        nx = await ask(app.port, "gone.default.svc.cluster.local", "A")
+        return a, cname, nx, list(up.seen)
+
+    a, cname, nx, seen = with_upstream(text, body)
+    # The CNAME first, then the target's records from upstream; the asker's case is kept.
+    assert [r.to_text().split()[3:] for r in a.answer] == [
+        ["CNAME", "www.example.org."], ["A", "192.0.2.1"]]
+    assert a.answer[0].name.to_text() == "Ext.default.svc.cluster.local."
+    assert a.rcode() == dns.rcode.NOERROR
+    assert answers(cname) == ["www.example.org."]  # a CNAME query is not chased
+    assert nx.rcode() == dns.rcode.NXDOMAIN and answers(nx) == ["nx.example.org."]
+    assert seen == [("udp", "www.example.org."), ("udp", "nx.example.org.")]

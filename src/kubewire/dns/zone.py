@@ -116,6 +116,9 @@ class ClusterZone:
     reverse_names: frozenset[bytes] = field(repr=False)
     reverse_nodata: Answer = field(repr=False)
     reverse_nodata6: Answer = field(repr=False)
+    # ExternalName owners whose target lies outside the domain -> the target: a server
+    # resolves those targets itself and appends them, as CoreDNS does for ExternalName.
+    external_targets: Mapping[bytes, str] = field(default_factory=dict, repr=False)
 
     def lookup(self, name: str, qtype: int) -> Answer | None:
         """The precomputed answer for a (text) name, or None (NODATA/NXDOMAIN/pod/not ours)."""
@@ -287,7 +290,10 @@ def _finish(b: _Builder, ns_set: set[str]) -> ClusterZone:
             names.add(name)
 
     cnames: dict[bytes, Answer] = {}
+    external: dict[bytes, str] = {}
     for owner, target in b.cname_targets.items():
+        if not (target == domain or target.endswith(suffix)):
+            external[to_wire(owner)] = target
         cname = sorted_rr[owner][CNAME]
         cnames[to_wire(owner)] = answers[(to_wire(owner), CNAME)]
         # An in-zone target is chased here (RFC 1034 4.3.2 step 3a) for the types it has.
@@ -307,4 +313,5 @@ def _finish(b: _Builder, ns_set: set[str]) -> ClusterZone:
         reverse_names=frozenset(reverse),
         reverse_nodata=Answer.build("", NOERROR, (), (b.reverse_soa["in-addr.arpa"],)),
         reverse_nodata6=Answer.build("", NOERROR, (), (b.reverse_soa["ip6.arpa"],)),
+        external_targets=external,
     )

@@ -74,7 +74,37 @@ class Kubernetes:
         out = respond(zone, req.wire, req.max_udp, req.proto)  # type: ignore[arg-type]
         if out.__class__ is NotMine:
             return self._not_mine(req, out)
+        if zone.external_targets and out is not None:
+            return self._chase_external(zone, req, out)  # type: ignore[arg-type]
         return out  # type: ignore[return-value]
+
+    def _chase_external(self, zone: ClusterZone, req: Request, out: bytes) -> Result:
+        """An ExternalName whose target is outside the cluster: resolve the target through
+        the rest of the chain (forward) and append its records after the CNAME, as CoreDNS
+        resolves such targets through itself. Stub resolvers (glibc) do not chase a lone
+        CNAME, so without this ``getent hosts <externalname-service>`` would fail."""
+        q = question(req.wire)
+        if q is None or q[1] in (_CNAME, _ANY) or (q[0], q[1]) in zone.answers:
+            return out
+        target = zone.external_targets.get(q[0])
+        if target is None:
+            return out
+        try:
+            sub = dns.message.make_query(target, dns.rdatatype.RdataType.make(q[1]))
+        except dns.exception.DNSException:
+            return out
+        inner = self.next(req.copy(sub.to_wire()))
+
+        async def resolve(_: bytes) -> bytes | None:
+            got: bytes | None
+            if isinstance(inner, Pending):
+                got = await inner.resolve(inner.query)
+                got = inner.finish(got) if got is not None else None
+            else:
+                got = inner
+            return _append_answers(out, got, req.max_udp if req.proto == "udp" else 65535)
+
+        return Pending(req.wire, resolve)
 
     def _owned(self, req: Request) -> tuple[bool, str]:
         q = question(req.wire)
@@ -95,6 +125,27 @@ class Kubernetes:
         if fall is not None and (not fall or any(in_zone(name, z) for z in fall)):
             return self.next(req)
         return reply(req.wire, NXDOMAIN, aa=True)
+
+
+_CNAME, _ANY = 5, 255
+
+
+def _append_answers(ours: bytes, theirs: bytes | None, limit: int) -> bytes:
+    """``ours`` (the CNAME) with ``theirs``' answer records and rcode; ``ours`` alone when
+    the target could not be resolved or the result would not fit."""
+    if not theirs:
+        return ours
+    try:
+        mine = dns.message.from_wire(ours)
+        other = dns.message.from_wire(theirs)
+    except dns.exception.DNSException:
+        return ours
+    mine.answer.extend(other.answer)
+    if other.rcode() == dns.rcode.NXDOMAIN:
+        mine.set_rcode(dns.rcode.NXDOMAIN)
+        mine.authority = list(other.authority)
+    wire: bytes = mine.to_wire()
+    return wire if len(wire) <= limit else ours
 
 
 # -- cache ---------------------------------------------------------------------------------
