@@ -16,6 +16,8 @@ demo: setup
 	$(KW) check
 	$(KW) apply -f examples/services/
 	$(KW) get svc,endpointslices -n shop
+	$(KW) exec client -- dig +short web.shop.svc.cluster.local
+	$(KW) exec client -- getent hosts external.test
 	@echo
 	@echo "The lab keeps running. Try:  $(KW) exec client -- ip route"
 	@echo "                             $(KW) exec host/external -- curl -s <web-lb EXTERNAL-IP>/"
