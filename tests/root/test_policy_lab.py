@@ -466,3 +466,92 @@ def test_the_benchmark_runs_small() -> None:
     assert all(r["pairs"] == 81 and r["differences"] == 0 for r in matrices), matrices
     assert {r["blocked"] for r in matrices} == {5, 42}
     assert all(r["exit"] == 0 for r in rows if r["bench"] == "policy_check_cli"), rows
+
+
+def test_policies_see_pod_addresses_behind_a_service(model_lab: PolicyLab) -> None:
+    """Through a ClusterIP the proxy DNATs first, so the policy of the pod behind it
+    decides, as in Kubernetes: from namespace y allowed (the reply names x/a), from z
+    denied at once - by a reset when the DNAT happened on another node, by ICMP
+    admin-prohibited when it happened on x/a's own node (a reset would escape NAT there;
+    see policy/README.md), for TCP and UDP."""
+    state = model_lab
+    service = {"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "web-a", "namespace": "x"},
+               "spec": {"selector": {"pod": "a"},
+                        "ports": [{"name": "t", "port": 8080, "targetPort": 80},
+                                  {"name": "u", "port": 8080, "targetPort": 80,
+                                   "protocol": "UDP"}]}}
+    path = state.tmp / "service.yaml"
+    path.write_text(yaml.safe_dump(service))
+    kw("apply", "-f", str(path), lab=LAB)
+    step = next(c for c in load_cases(ips=state.ips)
+                if c.name == "allow-from-namespace-by-label").steps[0]
+    assert state.endpoints["x/a"].node == state.endpoints["z/a"].node
+    assert state.endpoints["x/a"].node != state.endpoints["z/b"].node
+    try:
+        vip = json.loads(kw("get", "svc", "web-a", "-n", "x", "-o", "json",
+                            lab=LAB).stdout)["spec"]["clusterIP"]
+        behind = replace(state.endpoints["x/a"], ip=vip)
+
+        def via_service(src: str, protocol: str = "TCP") -> tuple[bool, str]:
+            got = asyncio.run(real_probe(state.endpoints[src], behind, protocol, 8080, 1.0))
+            assert got.ms < 500, got  # never a timeout
+            return got.reachable, got.detail
+
+        wait_until(lambda: via_service("z/a")[0], timeout=10, what="the Service to work")
+        state.goto(step.policies, {}, {})
+        wait_until(lambda: not via_service("z/b")[0], timeout=3, what="the policy")
+        assert via_service("z/a") == (False, "admin-prohibited")  # DNAT on x/a's node
+        assert via_service("z/b") == (False, "reset")  # DNAT on node-2, denied on node-1
+        assert via_service("z/c") == (False, "reset")
+        assert via_service("z/a", "UDP") == (False, "admin-prohibited")
+        assert via_service("z/b", "UDP") == (False, "admin-prohibited")
+        for src in ("y/a", "y/b", "y/c"):  # and it was x/a that answered
+            assert via_service(src) == (True, "http ok")
+            assert via_service(src, "UDP") == (True, "udp ok")
+    finally:
+        state.goto((), {}, {})
+        kw("delete", "-f", str(path), lab=LAB)
+
+
+def test_a_new_pod_is_admitted_and_isolated_as_soon_as_it_runs(model_lab: PolicyLab) -> None:
+    """Pod churn: a new pod x/d labelled pod=b may reach x/a (it joins the peer set), a
+    new pod x/e labelled pod=a is isolated like x/a (it joins the target set), both as soon
+    as they have an address; deleting them takes them out again."""
+    state = model_lab
+    spec = {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]}
+    policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+              "metadata": {"name": "only-b", "namespace": "x"}, "spec": spec}
+    new = [_pod_manifest(PodView("x", "d", None, "node-3"), {"pod": "b"}),
+           _pod_manifest(PodView("x", "e", None, "node-2"), {"pod": "a"})]
+    path = state.tmp / "new-pods.yaml"
+    path.write_text("".join("---\n" + yaml.safe_dump(o) for o in new))
+    state.goto((policy,), {}, {})
+    try:
+        kw("apply", "-f", str(path), lab=LAB)
+
+        def endpoint(name: str) -> Endpoint | None:
+            got = json.loads(kw("get", "pod", name, "-n", "x", "-o", "json", lab=LAB).stdout)
+            ip = got.get("status", {}).get("podIP")
+            return None if not ip else Endpoint("x", name, ip, Path("/run/netns") /
+                                                names.pod_netns(LAB, "x", name), "")
+
+        wait_until(lambda: endpoint("d") is not None and endpoint("e") is not None,
+                   timeout=20, what="the new pods to run")
+        d, e = endpoint("d"), endpoint("e")
+        assert d is not None and e is not None
+
+        def reachable(src: Endpoint, dst: Endpoint) -> bool:
+            return asyncio.run(real_probe(src, dst, "TCP", 80, 1.0)).reachable
+
+        x_a, x_c, y_b = (state.endpoints[k] for k in ("x/a", "x/c", "y/b"))
+        wait_until(lambda: reachable(d, x_a), timeout=3, what="x/d admitted to x/a")
+        wait_until(lambda: not reachable(x_c, e), timeout=3, what="x/e isolated")
+        assert reachable(d, e) and not reachable(y_b, e)
+        assert reachable(state.endpoints["x/b"], e)
+    finally:
+        kw("delete", "--ignore-not-found", "-f", str(path), lab=LAB)
+        state.goto((), {}, {})
+    wait_until(lambda: not any(p["metadata"]["name"] in ("d", "e") for p in pods(LAB, "x")),
+               timeout=15, what="the new pods to go")

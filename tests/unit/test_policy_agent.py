@@ -285,3 +285,22 @@ def test_an_unchanged_ruleset_runs_nothing_and_resync_replaces_the_table() -> No
     assert nft.runs == [ruleset.transaction()] * 2
     with pytest.raises(PolicySyncError):
         PolicySyncer()  # never the machine's own namespace
+
+
+def test_a_connection_the_proxy_translated_is_denied_by_icmp_not_a_reset() -> None:
+    """A bridged reset escapes NAT (see policy/README.md): DNATed connections get ICMP."""
+    from kubewire.policy.fake import Packet, evaluate, parse_rule
+
+    step = next(c for c in load_cases() if c.name == "default-deny-ingress").steps[0]
+    ruleset = compile_policy(step.policies, step.pods(), step.namespaces(),
+                             PolicyNode("node-1"))
+    assert check_ruleset(ruleset) == []
+    first = parse_rule(ruleset.chain("policy-deny").rules[0])
+    assert [type(s).__name__ for s in first.statements] == ["CtStatus", "Reject"]
+    assert "icmp type admin-prohibited" in ruleset.chain("policy-deny").rules[0]
+    x_a = next(p for p in step.pods() if p.key == "x/a")
+    y_a = next(p for p in step.pods() if p.key == "y/a")
+    assert x_a.ip and y_a.ip
+    for dnat in (False, True):
+        packet = Packet(y_a.ip, x_a.ip, "tcp", 80, dnat=dnat)
+        assert evaluate(ruleset, packet).verdict == "reject"

@@ -96,3 +96,18 @@ def test_json_lists_every_probe_and_the_differences() -> None:
 
 def test_an_endpoint_names_itself() -> None:
     assert Endpoint("x", "a", "10.0.0.1", Path("/x")).ref == "x/a"
+
+
+def test_get_networkpolicies_prints_kubectls_columns() -> None:
+    from kubewire.api.kinds import resolve_resource_type
+    from kubewire.cli.printers import Ctx, table
+
+    assert {resolve_resource_type(t).kind for t in ("networkpolicies", "netpol",
+                                                    "networkpolicy")} == {"NetworkPolicy"}
+    every = {"kind": "NetworkPolicy", "metadata": {"namespace": "x", "name": "deny-all"},
+             "spec": {"podSelector": {}}}
+    text = table("NetworkPolicy", [every, POLICY], False, True, Ctx())
+    lines = [line.split() for line in text.splitlines()]
+    assert lines[0] == ["NAMESPACE", "NAME", "POD-SELECTOR", "AGE"]
+    assert lines[1][:3] == ["x", "deny-all", "<none>"]
+    assert lines[2][:3] == ["x", "only-b", "pod=a"]

@@ -61,7 +61,8 @@ def test_denied_traffic_is_rejected_with_reset_or_icmp() -> None:
     rulesets = both([policy({})])
     assert cluster_verdict(rulesets, CLIENT, SERVER, "TCP", 8080).verdict == "reject"
     deny = rulesets["n1"].chain(names.DENY).rules
-    assert deny == ("meta l4proto tcp reject with tcp reset",
+    assert deny == ("ct status dnat reject with icmp type admin-prohibited",
+                    "meta l4proto tcp reject with tcp reset",
                     "reject with icmp type admin-prohibited")
 
 

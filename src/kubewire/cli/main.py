@@ -481,7 +481,10 @@ def logs(ctx: click.Context, pod: str, namespace: str, container: str | None, fo
 @click.pass_context
 def check(ctx: click.Context, output: str, max_pairs: int, timeout: float, policy: bool,
           namespaces: Sequence[str], ports: Sequence[int], protocols: Sequence[str]) -> None:
-    """Measure pod-to-pod TCP connectivity with real connections."""
+    """Measure pod-to-pod TCP connectivity with real connections.
+
+    With --policy: the NetworkPolicy reachability matrix (every pair, per protocol and
+    port), measured next to what Kubernetes says; exit 1 where they differ."""
     from kubewire.check.matrix import Target, choose_pairs, run_matrix
     from kubewire.check.report import render_json, render_table
 

@@ -99,7 +99,10 @@ class PolicyAgent:
             name = str(meta.get("name"))
             if gone:
                 return self.namespaces.pop(name, None) is not None
-            ns = NamespaceView.from_k8s(obj)
+            try:
+                ns = NamespaceView.from_k8s(obj)
+            except PolicyInputError:
+                return False
             old = self.namespaces.get(name)
             self.namespaces[name] = ns
             return old is None or dict(old.labels) != dict(ns.labels)
@@ -117,7 +120,10 @@ class PolicyAgent:
             async for event in watch:
                 changed = False
                 for ev in [event, *watch.drain()]:
-                    changed |= self.handle(ev)
+                    try:
+                        changed |= self.handle(ev)
+                    except Exception:  # one odd object must not stop enforcement
+                        log.exception("policy agent on %s: event %s", self.node.name, ev.type)
                 # Only a table that exists (or the first policy) needs a pass.
                 if changed and (self.policies or self.syncer.applied is not None):
                     self._dirty.set()
@@ -151,8 +157,12 @@ class PolicyAgent:
                 if full:
                     last_full = time.monotonic()
                 self._force_full = False
-            except PolicySyncError as exc:
-                log.error("policy sync on %s failed (will retry): %s", self.node.name, exc)
+            except Exception as exc:
+                # nft refused (the old rules stay in force), or a bug: retry in full.
+                if isinstance(exc, PolicySyncError):
+                    log.error("policy sync on %s failed (will retry): %s", self.node.name, exc)
+                else:
+                    log.exception("policy sync on %s failed (will retry)", self.node.name)
                 self._force_full = True
                 await asyncio.sleep(self.RETRY_SECONDS)
                 self._dirty.set()

@@ -17,8 +17,9 @@ The shape (README.md has the why):
   ``meta l4proto . th dport @ports-...`` (numeric ports and ranges) or ``ip daddr .
   meta l4proto . th dport @named-...`` (named ports resolved per destination pod).
   Pod churn changes elements, not rules; identical selectors share one set.
-* ``policy-deny`` rejects: TCP with a reset, the rest with ICMP admin-prohibited, so a
-  denied connection fails at once instead of timing out.
+* ``policy-deny`` rejects: TCP with a reset, the rest (and connections the proxy DNATed,
+  whose reset would escape un-NATed) with ICMP admin-prohibited, so a denied connection
+  fails at once instead of timing out.
 """
 
 from __future__ import annotations
@@ -306,6 +307,10 @@ class _Compiler:
                 f"ip saddr vmap @{names.EGRESS_ISOLATED}",
             ), Hook("filter", "input", PRIORITY)),
             Chain(names.DENY, (
+                # A reset for a bridged packet is sent straight out of the port it came
+                # in by, past NAT, so a connection the proxy DNATed would see a reset from
+                # the pod's address and hang; an ICMP error is NATed back like any reply.
+                "ct status dnat reject with icmp type admin-prohibited",
                 "meta l4proto tcp reject with tcp reset",
                 "reject with icmp type admin-prohibited",
             )),

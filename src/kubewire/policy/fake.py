@@ -43,6 +43,11 @@ class CtState:
 
 
 @dataclass(frozen=True, slots=True)
+class CtStatus:
+    status: str  # dnat
+
+
+@dataclass(frozen=True, slots=True)
 class Lookup:
     """``f1 . f2 @set`` or ``f vmap @map``; fields as ("ip", "saddr")..."""
 
@@ -68,7 +73,7 @@ class Verdict:
     target: str | None = None
 
 
-Statement = CtState | Lookup | Match | Reject | Verdict
+Statement = CtState | CtStatus | Lookup | Match | Reject | Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,10 @@ def parse_rule(text: str) -> Rule:
     while i < len(tokens):
         tok = tokens[i]
         if tok == "ct":
+            if tokens[i + 1: i + 3] == ["status", "dnat"]:
+                out.append(CtStatus("dnat"))
+                i += 3
+                continue
             if tokens[i + 1: i + 2] != ["state"] or i + 2 >= len(tokens):
                 raise fail("ct")
             out.append(CtState(frozenset(tokens[i + 2].split(","))))
@@ -282,6 +291,7 @@ class Packet:
     protocol: str  # tcp | udp | sctp | icmp
     dport: int = 0
     ct_state: str = "new"
+    dnat: bool = False  # the proxy translated its destination (ct status dnat)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +355,9 @@ class _Run:
         for st in rule.statements:
             if isinstance(st, CtState):
                 if self.packet.ct_state not in st.states:
+                    return "next"
+            elif isinstance(st, CtStatus):
+                if not self.packet.dnat:
                     return "next"
             elif isinstance(st, Match):
                 if self.packet.protocol != st.value:
