@@ -143,18 +143,22 @@ def test_every_service_type_carries_real_traffic(tmp_path: Path) -> None:
 
         # A Service with no endpoints is rejected at once, not timed out.
         nobody = service(name, "nobody")["spec"]["clusterIP"]
-        started = time.monotonic()
-        with entered(client_ns):
-            s = socket.socket()
-        s.settimeout(3)
-        try:
-            s.connect((nobody, 80))
-            raise AssertionError("connected to a Service without endpoints")
-        except ConnectionRefusedError:
-            pass
-        finally:
-            s.close()
-        assert time.monotonic() - started < 0.5
+        web_ip = service(name, "web")["spec"]["clusterIP"]
+        # No endpoints, a port the Service does not define, an address no Service holds:
+        # each refused at once, not timed out.
+        for address, port in ((nobody, 80), (web_ip, 81), ("10.96.255.254", 80)):
+            started = time.monotonic()
+            with entered(client_ns):
+                s = socket.socket()
+            s.settimeout(3)
+            try:
+                s.connect((address, port))
+                raise AssertionError(f"connected to {address}:{port}")
+            except ConnectionRefusedError:
+                pass
+            finally:
+                s.close()
+            assert time.monotonic() - started < 0.5, (address, port)
 
         # NodePort on every node's underlay address, from the external client.
         ext = external_netns(name)

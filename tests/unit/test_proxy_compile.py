@@ -56,8 +56,12 @@ def test_clusterip_spreads_over_ready_endpoints_without_masquerading_pods() -> N
     assert masqueraded(rs, POD, "10.96.0.10", 80) == {False}
     # From the node itself (not the pod network): masqueraded so replies come back here.
     assert masqueraded(rs, "192.168.77.1", "10.96.0.10", 80, "output") == {True}
-    # Another port of the same address is not a Service: untouched.
-    assert send(rs, POD, "10.96.0.10", 81) == {"ACCEPT": 1.0}
+    # Another port of the same address is not a Service: refused at once (kube-proxy's
+    # nftables mode does the same), as is an address in the range that no Service holds.
+    assert send(rs, POD, "10.96.0.10", 81) == {"REJECT": 1.0}
+    assert send(rs, POD, "10.96.0.99", 80) == {"REJECT": 1.0}
+    assert send(rs, POD, "10.97.0.1", 80, path="output") == {"REJECT": 1.0}
+    assert send(rs, POD, "10.244.1.12", 8080) == {"ACCEPT": 1.0}  # pod IPs are untouched
 
 
 def test_endpoint_choice_is_exactly_uniform() -> None:

@@ -139,7 +139,8 @@ class NodeAgent:
         self._routing_dirty = asyncio.Event()
         # kube-proxy's role: Services + EndpointSlices -> this node's nftables table.
         self.proxy_compiler = ProxyCompiler(
-            NodeContext(node, (str(underlay_ip),), str(spec.pod_cidr)))
+            NodeContext(node, (str(underlay_ip),), str(spec.pod_cidr),
+                        service_cidr=str(spec.service_cidr)))
         self.proxy = ProxySyncer(self.netns_path)
         self._proxy_dirty = asyncio.Event()
         self._proxy_changes: dict[tuple[str, str, str], dict[str, Any] | None] = {}

@@ -477,8 +477,10 @@ class _Evaluator:
 
     def _field(self, st: _State, name: str) -> str:
         p = st.packet
-        values = {"saddr": p.saddr, "daddr": p.daddr, "l4proto": p.proto,
-                  "dport": str(p.dport), "ct_state": "new",
+        # After DNAT the later hooks see the translated destination, as in the kernel.
+        daddr, dport = st.dnat if st.dnat else (p.daddr, p.dport)
+        values = {"saddr": p.saddr, "daddr": daddr, "l4proto": p.proto,
+                  "dport": str(dport), "ct_state": "new",
                   "ct_status": "dnat" if st.dnat else "", "mark": str(p.mark)}
         return values[name]
 

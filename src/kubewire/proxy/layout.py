@@ -45,6 +45,11 @@ HOOKS: dict[str, Hook] = {
 
 def _fixed_chains(node: NodeContext) -> dict[str, tuple[str, ...]]:
     svc_check = f"ct state new jump {names.SERVICE_ENDPOINTS_CHECK}"
+    # After DNAT, a new connection still addressed into the Service range asked for a port
+    # its Service does not define (or an address no Service holds): refuse it at once, as
+    # kube-proxy's nftables mode does, instead of letting it be routed nowhere and time out.
+    range_check = (() if node.service_cidr is None else
+                   (f"ct state new ip daddr {node.service_cidr} goto {names.REJECT_CHAIN}",))
     # ClusterIP traffic from outside the pod network (host processes, other hosts) is
     # masqueraded so that replies come back through this node: one set lookup here
     # rather than one rule per Service (elements are far cheaper to load than rules).
@@ -54,8 +59,8 @@ def _fixed_chains(node: NodeContext) -> dict[str, tuple[str, ...]]:
         names.NAT_OUTPUT: (f"jump {names.SERVICES}",),
         names.NAT_POSTROUTING: (f"jump {names.MASQUERADING}",),
         names.FILTER_INPUT: (f"ct state new jump {names.NODEPORT_ENDPOINTS_CHECK}", svc_check),
-        names.FILTER_FORWARD: (svc_check,),
-        names.FILTER_OUTPUT: (svc_check,),
+        names.FILTER_FORWARD: (svc_check, *range_check),
+        names.FILTER_OUTPUT: (svc_check, *range_check),
         names.SERVICES: (
             f"{outside}ip daddr . meta l4proto . th dport @{names.CLUSTER_IP_PORTS} "
             f"jump {names.MARK_FOR_MASQUERADE}",

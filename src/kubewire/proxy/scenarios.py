@@ -10,7 +10,7 @@ from kubewire.proxy.views import SERVICE_NAME_LABEL, NodeContext
 
 Obj = dict[str, Any]
 
-NODE = NodeContext("node-1", ("192.168.77.1",), "10.244.0.0/16")
+NODE = NodeContext("node-1", ("192.168.77.1",), "10.244.0.0/16", service_cidr="10.96.0.0/12")
 
 
 def service(name: str, cluster_ip: str | None, ports: Sequence[Obj], namespace: str = "default",

@@ -57,12 +57,15 @@ class NodeContext:
     ``node_ips``: the node's underlay address(es); NodePorts answer on these only.
     ``cluster_cidr``: the pod network; traffic from outside it to a ClusterIP is masqueraded.
     ``masquerade_all``: masquerade all ClusterIP traffic (kube-proxy's --masquerade-all).
+    ``service_cidr``: the Service range; new connections still addressed into it after DNAT
+    (a port the Service does not define, or an address no Service holds) are rejected.
     """
 
     node_name: str
     node_ips: tuple[str, ...]
     cluster_cidr: str
     masquerade_all: bool = False
+    service_cidr: str | None = None
 
     def __post_init__(self) -> None:
         ips = (self.node_ips,) if isinstance(self.node_ips, str) else tuple(self.node_ips)
@@ -78,6 +81,14 @@ class NodeContext:
                                   f"{self.cluster_cidr!r} is not an IPv4 CIDR ({exc}); "
                                   "give the pod network, e.g. 10.244.0.0/16") from None
         object.__setattr__(self, "cluster_cidr", str(net))
+        if self.service_cidr is not None:
+            try:
+                services = ipaddress.IPv4Network(self.service_cidr)
+            except ValueError as exc:
+                raise ProxyInputError(f"node {self.node_name}: service_cidr "
+                                      f"{self.service_cidr!r} is not an IPv4 CIDR ({exc}); "
+                                      "give the Service range, e.g. 10.96.0.0/12") from None
+            object.__setattr__(self, "service_cidr", str(services))
 
 
 @dataclass(frozen=True, slots=True)
