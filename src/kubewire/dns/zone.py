@@ -77,7 +77,9 @@ class Answer:
               authority: Iterable[Record] = (), additional: Iterable[Record] = ()) -> Answer:
         an, ns, ar = tuple(answer), tuple(authority), tuple(additional)
         short = b"".join(r.to_wire(qname) for r in (*an, *ns))
-        return cls(rcode, an, ns, ar, short + b"".join(r.to_wire(qname) for r in ar), short)
+        # Most answers have no additional section: one bytes object serves as both.
+        body = short + b"".join(r.to_wire(qname) for r in ar) if ar else short
+        return cls(rcode, an, ns, ar, body, short)
 
     def rrsets(self, qname: str | None = None) -> tuple[list[dns.rrset.RRset], ...]:
         """The three sections as dnspython RRsets (for tests and tools; not the hot path)."""

@@ -22,7 +22,7 @@ import yaml
 
 from kubewire.dns.corefile import CorefileError
 from kubewire.dns.errors import DnsInputError
-from kubewire.dnsserver.app import DnsApp
+from kubewire.dnsserver.app import DnsApp, cluster_objects
 from kubewire.dnsserver.errors import DnsServerError, ObjectsError
 from kubewire.dnsserver.watch import LabWatch
 
@@ -62,14 +62,23 @@ def load_objects(path: str) -> dict[str, list[dict[str, Any]]]:
 
 
 class StaticObjects:
-    """Feeds the objects of one file once."""
+    """Feeds the objects of one file once. The file is checked here, then read again by
+    the child process that builds the zone, so this process never holds the parsed JSON
+    (a 10k-Service cluster's objects are several times the size of its zone)."""
 
     def __init__(self, path: str) -> None:
-        self.objects = load_objects(path)
+        self.path = path
+        try:
+            Path(path).stat()
+        except OSError as exc:
+            raise ObjectsError(f"{path}: {exc.strerror}") from None
 
     async def run(self, app: DnsApp) -> None:
-        o = self.objects
-        app.set_cluster(o["Service"], o["EndpointSlice"], o["Pod"])
+        def produce() -> Any:
+            o = load_objects(self.path)
+            return cluster_objects(o["Service"], o["EndpointSlice"], o["Pod"])
+
+        await app.update_cluster_from(produce)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,8 +11,11 @@ cache entries carry over when their config is unchanged.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import hashlib
+import os
+import pickle
 import random
 import sys
 import time
@@ -41,6 +44,7 @@ from kubewire.dns.corefile import (
     in_zone,
     parse_corefile,
 )
+from kubewire.dns.views import PodView, ServiceView, SliceView
 from kubewire.dns.zone import ClusterZone, build_zone
 from kubewire.dnsserver.chain import (
     PLUGIN_ORDER,
@@ -86,13 +90,25 @@ _OBSERVERS = ("errors", "log", "prometheus")
 
 @dataclass(frozen=True, slots=True)
 class _Objects:
-    """What the last ``set_cluster`` got, kept to build zones for a reloaded Corefile."""
+    """What the last ``set_cluster`` got, kept to build zones for a reloaded Corefile: as
+    the DNS views only (a few fields each, not the Kubernetes JSON), and pods only as their
+    namespaces, which is all the zone takes from them (``pods insecure``)."""
 
-    services: list[Obj]
-    slices: list[Obj]
-    pods: list[Obj]
+    services: list[ServiceView]
+    slices: list[SliceView]
+    pods: list[Obj]  # always empty: their namespaces are in ``namespaces``
     namespaces: tuple[str, ...]
     nameserver_ips: tuple[str, ...] | None
+
+    @classmethod
+    def of(cls, services: Iterable[Obj | ServiceView], slices: Iterable[Obj | SliceView],
+           pods: Iterable[Obj], namespaces: Iterable[str],
+           nameserver_ips: Iterable[str] | None) -> _Objects:
+        svcs = [s if isinstance(s, ServiceView) else ServiceView.from_k8s(s) for s in services]
+        views = [s if isinstance(s, SliceView) else SliceView.from_k8s(s) for s in slices]
+        spaces = {PodView.from_k8s(p).namespace for p in pods} | set(namespaces)
+        return cls(svcs, views, [], tuple(sorted(spaces)),
+                   tuple(nameserver_ips) if nameserver_ips is not None else None)
 
 
 @dataclass(slots=True)
@@ -184,7 +200,7 @@ class DnsApp:
         self._upstreams: dict[tuple[str, int], Upstream] = {}
         self._caches: dict[tuple[str, CacheConfig], CacheStore] = {}
         self._metrics: dict[tuple[str, str], ServerMetrics] = {}
-        self._objects: _Objects | None = None
+        self._objects: _Stored | None = None
         self._zones: dict[tuple[str, int, str], ClusterZone] = {}
         self._ready_waiters: list[asyncio.Future[None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -239,12 +255,46 @@ class DnsApp:
         ClusterIPs. Raises ``kubewire.dns.DnsInputError`` on an unreadable object; then
         nothing changes.
         """
-        objects = _Objects(list(services), list(slices), list(pods), tuple(namespaces),
-                           tuple(nameserver_ips) if nameserver_ips is not None else None)
+        objects = _Objects.of(services, slices, pods, namespaces, nameserver_ips)
         zones: dict[tuple[str, int, str], ClusterZone] = {}
         kube = self._gen.kubernetes if self._gen is not None else []
         for k in kube:
             self._zone_for(k.cfg, objects, zones)
+        self._swap_zones(_Stored(pickle.dumps(objects, protocol=pickle.HIGHEST_PROTOCOL)),
+                         zones)
+
+    async def update_cluster(self, services: Iterable[Obj], slices: Iterable[Obj] = (),
+                             pods: Iterable[Obj] = (), *, namespaces: Iterable[str] = (),
+                             nameserver_ips: Iterable[str] | None = None) -> None:
+        """``set_cluster``, with the zones built in a forked child process.
+
+        The event loop keeps answering from the old zone meanwhile (a 10k-Service build
+        takes about a second), and the build's transient garbage, several times the zone's
+        size, lives and dies in the child instead of fragmenting this process's heap: the
+        parent only unpickles the finished zone, allocated compactly.
+        """
+        def produce() -> _Objects:
+            return _Objects.of(services, slices, pods, namespaces, nameserver_ips)
+
+        await self.update_cluster_from(produce)
+
+    async def update_cluster_from(self, produce: Callable[[], _Objects]) -> None:
+        """``update_cluster`` where even reading the objects happens in the child:
+        ``produce()`` (e.g. parse a file into ``_Objects.of(...)``) runs there, so the
+        Kubernetes JSON is never parsed in this process at all."""
+        kube = self._gen.kubernetes if self._gen is not None else []
+        wanted = {(k.cfg.domain, k.cfg.ttl, k.cfg.pods): k.cfg for k in kube}
+        blob, built = await asyncio.to_thread(build_in_child, produce, list(wanted.values()))
+        objects = _Stored(blob)
+        zones = dict(zip(wanted, built, strict=True))
+        # A reload may have changed the kubernetes configs while the child worked.
+        for k in self._gen.kubernetes if self._gen is not None else []:
+            self._zone_for(k.cfg, objects, zones)
+        self._swap_zones(objects, zones)
+
+    def _swap_zones(self, objects: _Stored,
+                    zones: dict[tuple[str, int, str], ClusterZone]) -> None:
+        kube = self._gen.kubernetes if self._gen is not None else []
         self._objects, self._zones = objects, zones
         for k in kube:
             k.zone = zones[(k.cfg.domain, k.cfg.ttl, k.cfg.pods)]
@@ -338,19 +388,12 @@ class DnsApp:
 
     # -- building a generation -------------------------------------------------------------
 
-    def _zone_for(self, cfg: KubernetesConfig, objects: _Objects,
+    def _zone_for(self, cfg: KubernetesConfig, objects: _Objects | _Stored,
                   cache: dict[tuple[str, int, str], ClusterZone]) -> ClusterZone:
         key = (cfg.domain, cfg.ttl, cfg.pods)
         if key not in cache:
-            o = objects
-            ns_ips = o.nameserver_ips
-            if ns_ips is None:
-                ns_ips = tuple(_kube_dns_ips(o.services))
-            zone = build_zone(o.services, o.slices, o.pods, cfg.domain, serial=int(time.time()),
-                              namespaces=o.namespaces, nameserver_ips=ns_ips, ttl=cfg.ttl)
-            if cfg.pods == "disabled":
-                zone = replace(zone, pod_namespaces=frozenset())
-            cache[key] = zone
+            cache[key] = _build_zone(cfg, objects.load() if isinstance(objects, _Stored)
+                                     else objects)
         return cache[key]
 
     def _addr(self, hp: HostPort) -> Address:
@@ -612,6 +655,16 @@ def _settle_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+    _trim_heap()
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the system (glibc keeps them otherwise): after a swap
+    the old zone and the unpickling buffers are garbage."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def _stat(path: str) -> tuple[float, int] | None:
@@ -622,14 +675,80 @@ def _stat(path: str) -> tuple[float, int] | None:
     return st.st_mtime, st.st_size
 
 
-def _kube_dns_ips(services: list[Obj]) -> list[str]:
+def cluster_objects(services: Iterable[Obj | ServiceView], slices: Iterable[Obj | SliceView] = (),
+                    pods: Iterable[Obj] = (), namespaces: Iterable[str] = (),
+                    nameserver_ips: Iterable[str] | None = None) -> _Objects:
+    """What ``update_cluster_from``'s producer returns: the objects as compact views."""
+    return _Objects.of(services, slices, pods, namespaces, nameserver_ips)
+
+
+def _kube_dns_ips(services: list[ServiceView]) -> list[str]:
     for svc in services:
-        meta = svc.get("metadata") or {}
-        if meta.get("name") == "kube-dns" and meta.get("namespace") == "kube-system":
-            spec = svc.get("spec") or {}
-            ips = spec.get("clusterIPs") or [spec.get("clusterIP")]
-            return [str(ip) for ip in ips if ip and ip != "None"]
+        if svc.name == "kube-dns" and svc.namespace == "kube-system":
+            return list(svc.cluster_ips)
     return []
+
+
+def _build_zone(cfg: KubernetesConfig, o: _Objects) -> ClusterZone:
+    ns_ips = o.nameserver_ips
+    if ns_ips is None:
+        ns_ips = tuple(_kube_dns_ips(o.services))
+    zone = build_zone(o.services, o.slices, (), cfg.domain, serial=int(time.time()),
+                      namespaces=o.namespaces, nameserver_ips=ns_ips, ttl=cfg.ttl)
+    if cfg.pods == "disabled":
+        zone = replace(zone, pod_namespaces=frozenset())
+    return zone
+
+
+class _Stored:
+    """The last objects, kept pickled. They are needed again only when a reloaded Corefile
+    asks for a zone with other settings; the views of a 10k-Service cluster take ~30 MB
+    live and ~5 MB pickled."""
+
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+
+    def load(self) -> _Objects:
+        objects: _Objects = pickle.loads(self.blob)
+        return objects
+
+
+def build_in_child(produce: Callable[[], _Objects], configs: list[KubernetesConfig]
+                   ) -> tuple[bytes, list[ClusterZone]]:
+    """Run ``produce`` and build one zone per config in a forked child; unpickle the
+    zones here (the views come back still pickled, see ``_Stored``).
+
+    Runs in a worker thread (it blocks on the pipe). The child inherits what ``produce``
+    needs by fork, writes the pickled result and exits without running any cleanup of ours.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: build, write, leave
+        code = 0
+        try:
+            os.close(read_fd)
+            objects = produce()
+            blob = pickle.dumps(objects, protocol=pickle.HIGHEST_PROTOCOL)
+            data = pickle.dumps((blob, [_build_zone(c, objects) for c in configs]),
+                                protocol=pickle.HIGHEST_PROTOCOL)
+            with os.fdopen(write_fd, "wb") as out:
+                out.write(data)
+        except BaseException:  # report through the exit status only
+            code = 1
+        os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0 or not data:
+        # The child could not build (bad input): do it here, which raises the real error.
+        objects = produce()
+        return (pickle.dumps(objects, protocol=pickle.HIGHEST_PROTOCOL),
+                [_build_zone(c, objects) for c in configs])
+    result: tuple[bytes, list[ClusterZone]] = pickle.loads(data)
+    return result
 
 
 __all__ = ["DnsApp"]

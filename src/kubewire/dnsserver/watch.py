@@ -113,9 +113,9 @@ class LabWatch:
         self.source = LabWatchSource(socket_path)
 
     async def run(self, app: Any) -> None:
-        def apply(snapshot: Snapshot) -> None:
+        async def apply(snapshot: Snapshot) -> None:
             namespaces = [n["metadata"]["name"] for n in snapshot.get("Namespace", [])]
-            app.set_cluster(snapshot.get("Service", []), snapshot.get("EndpointSlice", []),
-                            namespaces=namespaces)
+            await app.update_cluster(snapshot.get("Service", []),
+                                     snapshot.get("EndpointSlice", []), namespaces=namespaces)
 
         await self.source.run(apply)
