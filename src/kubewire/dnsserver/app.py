@@ -11,6 +11,7 @@ cache entries carry over when their config is unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import gc
 import hashlib
@@ -661,10 +662,8 @@ def _settle_heap() -> None:
 def _trim_heap() -> None:
     """Give freed heap pages back to the system (glibc keeps them otherwise): after a swap
     the old zone and the unpickling buffers are garbage."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
 
 
 def _stat(path: str) -> tuple[float, int] | None:
