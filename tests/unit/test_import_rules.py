@@ -16,9 +16,11 @@ ALLOWED = {
     "dns": set(),
     "dnsserver": {"dns"},  # only proxy.sync does I/O (nft and conntrack in a node netns)
     "policy": {"api"},  # pure: compiler, oracle, fake; the lab's agent will apply it
+    "gotrace": set(),  # pure, sans-I/O Go execution trace reader
+    "bgp": set(),  # pure sans-I/O speaker core; drivers with sockets live elsewhere
 }
 IO_MODULES = {"subprocess", "socket", "pyroute2", "ctypes", "asyncio.subprocess"}
-PURE = {"api", "controllers", "dns", "policy"}
+PURE = {"api", "controllers", "dns", "policy", "bgp", "gotrace"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -1,0 +1,476 @@
+"""UPDATE messages (RFC 4271 4.3) and their error handling per RFC 7606.
+
+``decode_update`` never raises: it parses as much as RFC 7606 lets it and returns an
+``UpdateResult`` whose ``action`` is the single reaction the whole message gets (the most
+severe one of its problems). ``Update.from_wire`` is the strict form: it raises
+``MessageError`` unless the message is clean.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+from ipaddress import IPv4Network
+
+from kubewire.bgp.attributes import (
+    DEFAULT_CONTEXT,
+    Aggregator,
+    As4Aggregator,
+    As4Path,
+    AsPath,
+    AsSegment,
+    Attribute,
+    Malformed,
+    MpReachNlri,
+    MpUnreachNlri,
+    NextHop,
+    UnknownAttribute,
+    WireContext,
+    decode_attribute,
+)
+from kubewire.bgp.constants import (
+    AS_TRANS,
+    ATTR_FLAGS,
+    Afi,
+    AttrFlag,
+    AttrType,
+    ErrorCode,
+    MessageType,
+    SegmentType,
+    UpdateSubcode,
+)
+from kubewire.bgp.errors import EncodeError, MessageError
+from kubewire.bgp.nlri import NlriFormatError, Prefix, decode_prefixes, encode_prefixes
+
+
+class Action(IntEnum):
+    """RFC 7606 2 approaches, ordered by severity (the message gets the worst one)."""
+
+    NONE = 0
+    ATTRIBUTE_DISCARD = 1
+    TREAT_AS_WITHDRAW = 2
+    SESSION_RESET = 3
+
+
+# RFC 7606 7 (and RFC 6793 6 for the AS4_ attributes, RFC 8092 6 for large communities):
+# the reaction to a malformed instance of each attribute, Attribute Flags errors included (3c).
+MALFORMED_ACTION: dict[AttrType, Action] = {
+    AttrType.ORIGIN: Action.TREAT_AS_WITHDRAW,  # 7.1
+    AttrType.AS_PATH: Action.TREAT_AS_WITHDRAW,  # 7.2
+    AttrType.NEXT_HOP: Action.TREAT_AS_WITHDRAW,  # 7.3
+    AttrType.MULTI_EXIT_DISC: Action.TREAT_AS_WITHDRAW,  # 7.4
+    AttrType.LOCAL_PREF: Action.TREAT_AS_WITHDRAW,  # 7.5
+    AttrType.ATOMIC_AGGREGATE: Action.ATTRIBUTE_DISCARD,  # 7.6
+    AttrType.AGGREGATOR: Action.ATTRIBUTE_DISCARD,  # 7.7
+    AttrType.COMMUNITIES: Action.TREAT_AS_WITHDRAW,  # 7.8
+    AttrType.ORIGINATOR_ID: Action.TREAT_AS_WITHDRAW,  # 7.9
+    AttrType.CLUSTER_LIST: Action.TREAT_AS_WITHDRAW,  # 7.10
+    AttrType.MP_REACH_NLRI: Action.SESSION_RESET,  # 7.11 (AFI/SAFI disable not offered)
+    AttrType.MP_UNREACH_NLRI: Action.SESSION_RESET,  # 7.12
+    AttrType.EXTENDED_COMMUNITIES: Action.TREAT_AS_WITHDRAW,  # 7.14
+    AttrType.AS4_PATH: Action.ATTRIBUTE_DISCARD,  # RFC 6793 6
+    AttrType.AS4_AGGREGATOR: Action.ATTRIBUTE_DISCARD,  # RFC 6793 6
+    AttrType.LARGE_COMMUNITIES: Action.TREAT_AS_WITHDRAW,  # RFC 8092 6
+}
+
+# Attributes an external peer must not send: dropped silently (RFC 7606 7.5, 7.9, 7.10).
+IBGP_ONLY = (AttrType.LOCAL_PREF, AttrType.ORIGINATOR_ID, AttrType.CLUSTER_LIST)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a received UPDATE, and what RFC 7606 does about it."""
+
+    action: Action
+    subcode: UpdateSubcode
+    reason: str
+    attr_type: int | None = None
+    data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """An UPDATE: IPv4 withdrawals, path attributes in wire order, IPv4 NLRI."""
+
+    withdrawn: tuple[IPv4Network, ...] = ()
+    attributes: tuple[Attribute, ...] = ()
+    nlri: tuple[IPv4Network, ...] = ()
+
+    def get(self, code: int) -> Attribute | None:
+        for a in self.attributes:
+            if a.type_code == code:
+                return a
+        return None
+
+    @property
+    def is_end_of_rib(self) -> bool:
+        """RFC 4724 2: an empty UPDATE (IPv4), or one holding only an empty MP_UNREACH_NLRI."""
+        if self.withdrawn or self.nlri:
+            return False
+        if not self.attributes:
+            return True
+        return (
+            len(self.attributes) == 1
+            and isinstance(self.attributes[0], MpUnreachNlri)
+            and not self.attributes[0].withdrawn
+        )
+
+    def reachable(self) -> tuple[Prefix, ...]:
+        mp = self.get(AttrType.MP_REACH_NLRI)
+        return self.nlri + (mp.nlri if isinstance(mp, MpReachNlri) else ())
+
+    def unreachable(self) -> tuple[Prefix, ...]:
+        mp = self.get(AttrType.MP_UNREACH_NLRI)
+        return self.withdrawn + (mp.withdrawn if isinstance(mp, MpUnreachNlri) else ())
+
+    def body_to_wire(self, ctx: WireContext = DEFAULT_CONTEXT) -> bytes:
+        w = encode_prefixes(self.withdrawn, Afi.IPV4)
+        a = b"".join(x.to_wire(ctx) for x in self.attributes)
+        n = encode_prefixes(self.nlri, Afi.IPV4)
+        if len(w) > 0xFFFF or len(a) > 0xFFFF:
+            raise EncodeError("UPDATE withdrawn routes or attributes longer than 65535 octets")
+        return struct.pack("!H", len(w)) + w + struct.pack("!H", len(a)) + a + n
+
+    def to_wire(self, ctx: WireContext = DEFAULT_CONTEXT, max_len: int = 4096) -> bytes:
+        from kubewire.bgp.messages import frame
+
+        return frame(MessageType.UPDATE, self.body_to_wire(ctx), max_len)
+
+    @classmethod
+    def from_wire(cls, data: bytes, ctx: WireContext = DEFAULT_CONTEXT) -> Update:
+        """A whole UPDATE message; raises MessageError unless RFC 7606 finds nothing wrong."""
+        from kubewire.bgp.messages import split_header
+
+        mtype, body = split_header(data)
+        if mtype != MessageType.UPDATE:
+            raise MessageError(ErrorCode.MESSAGE_HEADER_ERROR, 3, f"not an UPDATE: type {mtype}")
+        return strict(decode_update(body, ctx))
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult:
+    """What a received UPDATE means after RFC 7606.
+
+    ``update`` holds what was parsed, minus discarded attributes (duplicates, attribute-
+    discard, iBGP-only attributes from eBGP). Use ``announce()``/``withdraw()``: with
+    TREAT_AS_WITHDRAW every prefix in the message is withdrawn and none announced.
+    """
+
+    update: Update
+    action: Action = Action.NONE
+    problems: tuple[Problem, ...] = field(default=())
+
+    def announce(self) -> tuple[Prefix, ...]:
+        if self.action >= Action.TREAT_AS_WITHDRAW:
+            return ()
+        return self.update.reachable()
+
+    def withdraw(self) -> tuple[Prefix, ...]:
+        if self.action == Action.SESSION_RESET:
+            return ()
+        if self.action == Action.TREAT_AS_WITHDRAW:
+            return self.update.unreachable() + self.update.reachable()
+        return self.update.unreachable()
+
+    def notification(self) -> tuple[ErrorCode, int, bytes] | None:
+        """The NOTIFICATION to send (code, subcode, data) when the session must be reset."""
+        for p in self.problems:
+            if p.action == Action.SESSION_RESET:
+                return ErrorCode.UPDATE_MESSAGE_ERROR, int(p.subcode), p.data
+        return None
+
+
+def strict(res: UpdateResult) -> Update:
+    """The update, or MessageError naming its worst problem if it has any."""
+    if res.problems:
+        p = res.problems[0]
+        raise MessageError(ErrorCode.UPDATE_MESSAGE_ERROR, p.subcode, p.reason, p.data)
+    return res.update
+
+
+def _reset(subcode: UpdateSubcode, reason: str, data: bytes = b"") -> UpdateResult:
+    return UpdateResult(
+        Update(),
+        Action.SESSION_RESET,
+        (Problem(Action.SESSION_RESET, subcode, reason, None, data),),
+    )
+
+
+def decode_update(body: bytes, ctx: WireContext = DEFAULT_CONTEXT) -> UpdateResult:
+    """Classify and parse an UPDATE body (the octets after the 19-octet header)."""
+    if len(body) < 4:
+        return _reset(UpdateSubcode.MALFORMED_ATTRIBUTE_LIST, "UPDATE shorter than 4 octets")
+    wlen = int.from_bytes(body[:2], "big")
+    if 2 + wlen + 2 > len(body):
+        return _reset(
+            UpdateSubcode.MALFORMED_ATTRIBUTE_LIST, "Withdrawn Routes Length overruns the message"
+        )
+    alen = int.from_bytes(body[2 + wlen : 4 + wlen], "big")
+    if 4 + wlen + alen > len(body):
+        return _reset(
+            UpdateSubcode.MALFORMED_ATTRIBUTE_LIST,
+            "Total Path Attribute Length overruns the message",
+        )
+    # RFC 7606 5.3: NLRI that cannot be parsed exactly leaves nothing to withdraw: reset.
+    try:
+        withdrawn = decode_prefixes(body[2 : 2 + wlen], Afi.IPV4)
+        nlri = decode_prefixes(body[4 + wlen + alen :], Afi.IPV4)
+    except NlriFormatError as e:
+        return _reset(UpdateSubcode.INVALID_NETWORK_FIELD, f"NLRI: {e}")
+    v4w = tuple(p for p in withdrawn if isinstance(p, IPv4Network))
+    v4n = tuple(p for p in nlri if isinstance(p, IPv4Network))
+
+    problems: list[Problem] = []
+    attrs: list[Attribute] = []
+    seen: set[int] = set()
+    data = body[4 + wlen : 4 + wlen + alen]
+    i, end = 0, len(data)
+    while i < end:
+        flags = data[i]
+        hdr = 4 if flags & AttrFlag.EXTENDED_LENGTH else 3
+        if end - i < hdr:
+            # RFC 7606 4: too few octets left for an attribute header
+            problems.append(
+                Problem(
+                    Action.TREAT_AS_WITHDRAW,
+                    UpdateSubcode.ATTRIBUTE_LENGTH_ERROR,
+                    f"{end - i} trailing octets in the attribute list",
+                )
+            )
+            break
+        code = data[i + 1]
+        alen_ = int.from_bytes(data[i + 2 : i + hdr], "big")
+        if i + hdr + alen_ > end:
+            # RFC 7606 4: the last attribute overruns the Total Path Attribute Length
+            problems.append(
+                Problem(
+                    Action.TREAT_AS_WITHDRAW,
+                    UpdateSubcode.ATTRIBUTE_LENGTH_ERROR,
+                    f"attribute {code} overruns the attribute list",
+                    code,
+                )
+            )
+            break
+        value = data[i + hdr : i + hdr + alen_]
+        raw = data[i : i + hdr + alen_]
+        i += hdr + alen_
+        if code in seen:
+            if code in (AttrType.MP_REACH_NLRI, AttrType.MP_UNREACH_NLRI):
+                problems.append(
+                    Problem(
+                        Action.SESSION_RESET,
+                        UpdateSubcode.MALFORMED_ATTRIBUTE_LIST,
+                        f"attribute {code} appears twice",
+                        code,
+                    )
+                )
+            else:  # RFC 7606 3(g): keep the first, drop the rest
+                problems.append(
+                    Problem(
+                        Action.ATTRIBUTE_DISCARD,
+                        UpdateSubcode.MALFORMED_ATTRIBUTE_LIST,
+                        f"duplicate attribute {code} discarded",
+                        code,
+                    )
+                )
+            continue
+        seen.add(code)
+        if code not in ATTR_FLAGS:
+            if not flags & AttrFlag.OPTIONAL:
+                problems.append(
+                    Problem(
+                        Action.SESSION_RESET,
+                        UpdateSubcode.UNRECOGNIZED_WELL_KNOWN_ATTRIBUTE,
+                        f"unrecognized well-known attribute {code}",
+                        code,
+                        raw,
+                    )
+                )
+            else:
+                attrs.append(UnknownAttribute(code, flags & 0xE0, bytes(value)))
+            continue
+        t = AttrType(code)
+        if ctx.ebgp and t in IBGP_ONLY:
+            problems.append(
+                Problem(
+                    Action.ATTRIBUTE_DISCARD,
+                    UpdateSubcode.MALFORMED_ATTRIBUTE_LIST,
+                    f"{t.name} from an external peer discarded",
+                    code,
+                )
+            )
+            continue
+        want = ATTR_FLAGS[t]
+        try:
+            if (flags & 0xC0) != want:
+                raise Malformed(
+                    UpdateSubcode.ATTRIBUTE_FLAGS_ERROR,
+                    f"{t.name} flags 0x{flags:02x}, Optional/Transitive must be 0x{int(want):02x}",
+                )
+            attr = decode_attribute(code, bytes(value), ctx)
+        except Malformed as m:
+            act = MALFORMED_ACTION[t]
+            problems.append(Problem(act, m.subcode, f"{t.name}: {m.reason}", code, raw))
+            continue
+        attrs.append(attr)
+
+    update = Update(v4w, tuple(attrs), v4n)
+    has_reach = bool(v4n) or AttrType.MP_REACH_NLRI in seen
+    if has_reach:
+        # RFC 7606 3(d): a missing well-known mandatory attribute means treat-as-withdraw
+        # (RFC 4760 leaves NEXT_HOP mandatory only with NLRI in the NLRI field).
+        need = [AttrType.ORIGIN, AttrType.AS_PATH] + ([AttrType.NEXT_HOP] if v4n else [])
+        for t in need:
+            if t not in seen:
+                problems.append(
+                    Problem(
+                        Action.TREAT_AS_WITHDRAW,
+                        UpdateSubcode.MISSING_WELL_KNOWN_ATTRIBUTE,
+                        f"missing well-known attribute {t.name}",
+                        t,
+                        bytes([t]),
+                    )
+                )
+    nh = update.get(AttrType.NEXT_HOP)
+    if isinstance(nh, NextHop) and (
+        nh.address.is_multicast
+        or nh.address.is_unspecified
+        or nh.address.packed == b"\xff\xff\xff\xff"
+    ):
+        # RFC 4271 6.3 semantic check; RFC 7606 7.3 makes it treat-as-withdraw
+        problems.append(
+            Problem(
+                Action.TREAT_AS_WITHDRAW,
+                UpdateSubcode.INVALID_NEXT_HOP_ATTRIBUTE,
+                f"NEXT_HOP {nh.address} is not a host address",
+                AttrType.NEXT_HOP,
+            )
+        )
+    path = update.get(AttrType.AS_PATH)
+    confed = (SegmentType.AS_CONFED_SEQUENCE, SegmentType.AS_CONFED_SET)
+    if ctx.ebgp and isinstance(path, AsPath) and any(s.type in confed for s in path.segments):
+        # RFC 5065 5: confederation segments never leave the confederation
+        problems.append(
+            Problem(
+                Action.TREAT_AS_WITHDRAW,
+                UpdateSubcode.MALFORMED_AS_PATH,
+                "AS_PATH from an external peer holds confederation segments",
+                AttrType.AS_PATH,
+            )
+        )
+    if ctx.ebgp and ctx.peer_as is not None and isinstance(path, AsPath) and has_reach:
+        first = path.first_as()
+        if first != ctx.peer_as and not (first == AS_TRANS and ctx.peer_as > 0xFFFF):
+            problems.append(
+                Problem(
+                    Action.TREAT_AS_WITHDRAW,
+                    UpdateSubcode.MALFORMED_AS_PATH,
+                    f"AS_PATH starts with {first}, not the peer's AS {ctx.peer_as}",
+                    AttrType.AS_PATH,
+                )
+            )
+    action = max((p.action for p in problems), default=Action.NONE)
+    problems.sort(key=lambda p: -p.action)
+    return UpdateResult(update, action, tuple(problems))
+
+
+# --- RFC 6793: talking to 2-octet ("OLD") speakers -------------------------------------------
+
+
+def _count(segments: tuple[AsSegment, ...]) -> int:
+    return AsPath(segments).path_length()
+
+
+def merge_as4_path(as_path: AsPath, as4_path: As4Path) -> AsPath:
+    """RFC 6793 4.2.3: rebuild the true path from a 2-octet AS_PATH and an AS4_PATH.
+
+    If AS4_PATH is longer than AS_PATH it is ignored; otherwise the leading ASes that AS_PATH
+    has in excess (added by OLD speakers) are kept and AS4_PATH follows them."""
+    n, n4 = as_path.path_length(), _count(as4_path.segments)
+    if n4 > n:
+        return as_path
+    need = n - n4
+    head: list[AsSegment] = []
+    for seg in as_path.segments:
+        if seg.type in (SegmentType.AS_CONFED_SEQUENCE, SegmentType.AS_CONFED_SET):
+            head.append(seg)
+            continue
+        if need == 0:
+            break
+        if seg.type == SegmentType.AS_SET:
+            head.append(seg)
+            need -= 1
+        else:
+            take = seg.asns[:need]
+            head.append(AsSegment(seg.type, take))
+            need -= len(take)
+    tail = list(as4_path.segments)
+    if head and tail and head[-1].type == tail[0].type == SegmentType.AS_SEQUENCE:
+        tail[0] = AsSegment(SegmentType.AS_SEQUENCE, head.pop().asns + tail[0].asns)
+    return AsPath(tuple(head + tail))
+
+
+def reconcile_as4(update: Update) -> Update:
+    """Fold AS4_PATH/AS4_AGGREGATOR into AS_PATH/AGGREGATOR, for UPDATEs from a 2-octet peer.
+
+    RFC 6793 4.2.3: when AGGREGATOR names a real 2-octet AS (not AS_TRANS), the AS4_
+    attributes are stale and both are ignored."""
+    path, path4 = update.get(AttrType.AS_PATH), update.get(AttrType.AS4_PATH)
+    agg, agg4 = update.get(AttrType.AGGREGATOR), update.get(AttrType.AS4_AGGREGATOR)
+    use4 = True
+    new_agg = agg
+    if isinstance(agg, Aggregator) and isinstance(agg4, As4Aggregator):
+        if agg.asn == AS_TRANS:
+            new_agg = Aggregator(agg4.asn, agg4.address)
+        else:
+            use4 = False
+    new_path = path
+    if use4 and isinstance(path, AsPath) and isinstance(path4, As4Path):
+        new_path = merge_as4_path(path, path4)
+    out: list[Attribute] = []
+    for a in update.attributes:
+        if a.type_code in (AttrType.AS4_PATH, AttrType.AS4_AGGREGATOR):
+            continue
+        if a.type_code == AttrType.AS_PATH and new_path is not None:
+            a = new_path
+        elif a.type_code == AttrType.AGGREGATOR and new_agg is not None:
+            a = new_agg
+        out.append(a)
+    return replace(update, attributes=tuple(out))
+
+
+def downgrade_as4(update: Update) -> Update:
+    """For sending to a 2-octet peer: add AS4_PATH/AS4_AGGREGATOR when AS_PATH or AGGREGATOR
+    holds an AS above 65535 (the encoder writes AS_TRANS in its place). RFC 6793 4.2.2:
+    confederation segments are not copied into AS4_PATH."""
+    extra: list[Attribute] = []
+    path = update.get(AttrType.AS_PATH)
+    if isinstance(path, AsPath) and any(a > 0xFFFF for a in path.all_asns()):
+        segs = tuple(
+            s for s in path.segments if s.type in (SegmentType.AS_SEQUENCE, SegmentType.AS_SET)
+        )
+        extra.append(As4Path(segs))
+    agg = update.get(AttrType.AGGREGATOR)
+    if isinstance(agg, Aggregator) and agg.asn > 0xFFFF:
+        extra.append(As4Aggregator(agg.asn, agg.address))
+    kept = tuple(
+        a
+        for a in update.attributes
+        if a.type_code not in (AttrType.AS4_PATH, AttrType.AS4_AGGREGATOR)
+    )
+    return replace(update, attributes=kept + tuple(extra))
+
+
+def forward_attributes(attributes: tuple[Attribute, ...]) -> tuple[Attribute, ...]:
+    """Attributes as passed on to another peer: unknown optional transitive ones get the
+    Partial bit, unknown non-transitive ones are dropped (RFC 4271 5)."""
+    out: list[Attribute] = []
+    for a in attributes:
+        if isinstance(a, UnknownAttribute):
+            f = a.forwarded()
+            if f is not None:
+                out.append(f)
+        else:
+            out.append(a)
+    return tuple(out)
