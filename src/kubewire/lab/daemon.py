@@ -91,7 +91,9 @@ class LabDaemon:
                                    external)
         # The outside world's resolver (Unbound) on the external host: cluster DNS forwards
         # other names there, and it is the nodes' own resolver (dnsPolicy Default).
-        self.upstream_dns = await loop.run_in_executor(
+        # It starts beside the nodes (half a second of Unbound start-up otherwise adds to
+        # every `up`); a failure still fails the start, after the nodes.
+        upstream_started = loop.run_in_executor(
             self.pool, functools.partial(
                 upstream.start_upstream,
                 netns.netns_path(names.host_netns(self.lab, EXTERNAL_HOST)), external.ip,
@@ -109,6 +111,7 @@ class LabDaemon:
         self._services_task = asyncio.create_task(self.services.run())
         self._announcer_task = asyncio.create_task(self._announce())
         await self._set_nodes(self.spec)
+        self.upstream_dns = await upstream_started
 
     def _start_podserver(self) -> None:
         sock = self.dirs.root / "podserver.sock"
