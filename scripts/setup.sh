@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(iproute2 nftables iptables conntrack iputils-ping curl util-linux procps
-              containernetworking-plugins tcpdump dnsutils dnsperf unbound)
+              containernetworking-plugins tcpdump dnsutils dnsperf unbound golang-go
+              bird2 frr gobgpd)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -14,6 +15,16 @@ done
 if ((${#missing[@]})); then
   if [[ $EUID -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
   echo "setup: installing ${missing[*]}"
+  # Packages like unbound, bird2 and frr start their daemons on install where an init
+  # system runs; kubewire starts them itself inside lab namespaces only, never in the
+  # machine's own, so service starts are refused while installing (policy-rc.d, 101).
+  guard=
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    guard=/usr/sbin/policy-rc.d
+    trap '$SUDO rm -f "$guard"' EXIT  # also when the install fails
+  fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

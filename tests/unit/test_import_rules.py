@@ -18,6 +18,7 @@ ALLOWED = {
     "policy": {"api"},  # pure: compiler, oracle, fake; the lab's agent will apply it
     "gotrace": set(),  # pure, sans-I/O Go execution trace reader
     "bgp": set(),  # pure sans-I/O speaker core; drivers with sockets live elsewhere
+    "bgpd": {"bgp"},  # asyncio driver (sockets, timers) around the bgp core
 }
 IO_MODULES = {"subprocess", "socket", "pyroute2", "ctypes", "asyncio.subprocess"}
 PURE = {"api", "controllers", "dns", "policy", "bgp", "gotrace"}
