@@ -101,9 +101,11 @@ def _canonical(p: Path) -> tuple[int, int, int, int]:
 
 def decide(paths: Iterable[Path], config: DecisionConfig) -> Decision | None:
     """Choose the best path (and the ECMP set); None when no candidate is usable."""
-    cands = tuple(sorted(paths, key=_canonical))
+    cands = tuple(paths)
     if not cands:
         return None
+    if len(cands) > 1:
+        cands = tuple(sorted(cands, key=_canonical))
     steps: list[Step] = []
     if len(cands) == 1:
         if cands[0].igp_cost is None:

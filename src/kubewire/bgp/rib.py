@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
 from kubewire.bgp.constants import Afi, WellKnownCommunity
-from kubewire.bgp.decision import Decision, DecisionConfig, decide
+from kubewire.bgp.decision import Decision, DecisionConfig, DecisionReason, decide
 from kubewire.bgp.nlri import IPAddress, Prefix
 from kubewire.bgp.path import Path, PathAttributes, Peer, withdraw_update
 from kubewire.bgp.update import Update, UpdateResult
@@ -66,23 +66,30 @@ class Rib:
     # -- input --
 
     def receive(self, peer: Peer, result: UpdateResult) -> list[RibChange]:
-        """Apply one UPDATE (after RFC 7606: treat-as-withdraw withdraws everything in it)."""
+        """Apply one UPDATE (after RFC 7606: treat-as-withdraw withdraws everything in it).
+
+        All prefixes of one family in an UPDATE share one ``PathAttributes`` (and one next-hop
+        resolution): a full-table feed packs hundreds of prefixes per UPDATE."""
         table = self.adj_in.setdefault(peer, {})
         touched: list[Prefix] = []
+        pop = table.pop
         for p in result.withdraw():
-            if table.pop(p, None) is not None:
+            if pop(p, None) is not None:
                 touched.append(p)
         announce = result.announce()
         if announce:
             self._clock += 1
-            by_family: dict[int, PathAttributes] = {}
+            clock = self._clock
+            by_family: dict[int, tuple[PathAttributes, int | None]] = {}
             for p in announce:
-                if p.version not in by_family:
-                    afi = Afi.IPV4 if p.version == 4 else Afi.IPV6
-                    by_family[p.version] = PathAttributes.from_update(result.update, afi)
-                attrs = by_family[p.version]
-                table[p] = Path(p, attrs, peer, 0, self.igp_cost(attrs.next_hop), self._clock)
-                touched.append(p)
+                v = p.version
+                got = by_family.get(v)
+                if got is None:
+                    afi = Afi.IPV4 if v == 4 else Afi.IPV6
+                    attrs = PathAttributes.from_update(result.update, afi)
+                    got = by_family[v] = (attrs, self.igp_cost(attrs.next_hop))
+                table[p] = Path(p, got[0], peer, 0, got[1], clock)
+            touched.extend(announce)
         return self._recompute(touched)
 
     def peer_down(self, peer: Peer) -> list[RibChange]:
@@ -129,15 +136,52 @@ class Rib:
         return out
 
     def _recompute(self, prefixes: Iterable[Prefix]) -> list[RibChange]:
+        # ``candidates`` and ``decide`` inlined: this runs once per prefix per UPDATE.
+        # The import checks depend only on a path's attributes and peer, which all prefixes
+        # of an UPDATE share, so they are made once per (attributes, peer).
         changes: list[RibChange] = []
+        loc, local, config, cluster_id = self.loc, self.local, self.config, self.cluster_id
+        tables = list(self.adj_in.values())
+        policy = self.import_policy
+        rejected: dict[tuple[int, int], bool] = {}
         for p in dict.fromkeys(prefixes):  # message order: sorting networks is slow
-            old = self.loc.get(p)
-            new = decide(self.candidates(p), self.config)
-            if new is None:
-                self.loc.pop(p, None)
+            old = loc.get(p)
+            cands: list[Path] = []
+            if local:  # most speakers originate little: spare the lookup
+                lp = local.get(p)
+                if lp is not None:
+                    cands.append(lp)
+            for table in tables:
+                path = table.get(p)
+                if path is None:
+                    continue
+                key = (id(path.attrs), id(path.peer))
+                bad = rejected.get(key)
+                if bad is None:
+                    bad = rejected[key] = _rejected_on_import(path, config, cluster_id)
+                if bad:
+                    continue
+                if policy is not None:
+                    got = policy(path)
+                    if got is None:
+                        continue
+                    path = got
+                cands.append(path)
+            if len(cands) == 1:  # the common case, without decide()'s set-up
+                only = cands[0]
+                one = (only,)
+                new = None if only.igp_cost is None else Decision(
+                    only, DecisionReason.ONLY_PATH, one, one, ()
+                )
             else:
-                self.loc[p] = new
-            if old != new:
+                new = decide(cands, config)
+            if new is None:
+                if old is not None:
+                    del loc[p]
+                    changes.append(RibChange(p, old, None))
+                continue
+            loc[p] = new
+            if old is None or old != new:
                 changes.append(RibChange(p, old, new))
         return changes
 

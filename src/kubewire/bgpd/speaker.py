@@ -199,7 +199,10 @@ class Speaker:
         self.config = config
         self._factory = socket_factory
         self._on_change = on_change
-        self.rib = Rib(config.decision(), import_policy=self._import, cluster_id=config.cluster_id)
+        # No import policy at all spares the RIB a call per received route.
+        importing = any(n.import_policy is not None for n in config.neighbors)
+        self.rib = Rib(config.decision(), import_policy=self._import if importing else None,
+                       cluster_id=config.cluster_id)
         self._neighbors: dict[IPAddress, _Neighbor] = {}
         self._servers: list[asyncio.base_events.Server] = []
         self._conns: set[_Conn] = set()
@@ -580,6 +583,8 @@ class Speaker:
         if d is None or nb.peer is None or nb.ctx is None:
             return None
         path = d.best
+        if path.peer is nb.peer and nb.config.export_policy is None:
+            return None  # never echoed to where it came from (export_path's first rule)
         if nb.config.export_policy is not None:
             got = nb.config.export_policy(path)
             if got is None:
@@ -623,7 +628,10 @@ class Speaker:
                 if attrs is not None:
                     desired[p] = attrs
             table = nb.adj_out.table
-            part = AdjRibOut({p: table[p] for p in dirty if p in table})
+            held = {p: table[p] for p in dirty if p in table}
+            if not desired and not held:
+                continue  # e.g. a full table from this very peer: nothing to send back
+            part = AdjRibOut(held)
             updates = part.sync(desired)
             for p in dirty:
                 table.pop(p, None)
