@@ -41,6 +41,9 @@ class ServiceController:
         self.warnings: list[str] = []
         self.explanations: dict[str, list[str]] = {}
         self._dirty = asyncio.Event()
+        # Namespaces holding a Service with a selector, as of the last pass: a pod event
+        # elsewhere cannot change any endpoint (None: not known yet).
+        self._selecting: frozenset[str] | None = None
 
     def busy(self) -> bool:
         return self._dirty.is_set()
@@ -63,13 +66,18 @@ class ServiceController:
             watch.close()
 
     async def _pump(self, watch: Any) -> None:
-        async for _event in watch:
-            watch.drain()
-            self._dirty.set()
+        async for event in watch:
+            if any(self._matters(ev.obj) for ev in [event, *watch.drain()]):
+                self._dirty.set()
+
+    def _matters(self, obj: dict[str, Any]) -> bool:
+        return (obj["kind"] != "Pod" or self._selecting is None
+                or obj["metadata"]["namespace"] in self._selecting)
 
     def reconcile(self) -> None:
         services = self.store.list("Service")
         if not services and not any(_managed(s) for s in self.store.list("EndpointSlice")):
+            self._selecting = frozenset()
             return  # nothing to allocate or to keep endpoints for (a lab's start-up, often)
         allocation = allocate_services(services, self.spec.service_cidr,
                                        self.spec.load_balancer_cidr, existing=services)
@@ -82,8 +90,14 @@ class ServiceController:
                 self.store.put({**current, "spec": svc["spec"]})
             if svc.get("status", {}) != current.get("status", {}):
                 self.store.update_status(*key_of(svc), svc.get("status", {}))
-        result = compute_endpoint_slices(self.store.list("Service"), self.store.list("Pod"),
-                                         self.store.list("EndpointSlice"))
+        services = self.store.list("Service")
+        # Only pods in a namespace with a selecting Service can be endpoints: a lab starting
+        # 1,000 pods next to kube-system/kube-dns alone should not rescan them every pass.
+        selecting = frozenset(s["metadata"]["namespace"] for s in services
+                              if (s.get("spec") or {}).get("selector"))
+        self._selecting = selecting
+        pods = [p for ns in sorted(selecting) for p in self.store.list("Pod", ns)]
+        result = compute_endpoint_slices(services, pods, self.store.list("EndpointSlice"))
         self.explanations = dict(result.explanations)
         wanted = {key_of(s): s for s in result.slices if _managed(s)}
         for sl in self.store.list("EndpointSlice"):
