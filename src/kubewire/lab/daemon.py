@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
@@ -91,8 +92,8 @@ class LabDaemon:
                                    external)
         # The outside world's resolver (Unbound) on the external host: cluster DNS forwards
         # other names there, and it is the nodes' own resolver (dnsPolicy Default).
-        # It starts beside the nodes (half a second of Unbound start-up otherwise adds to
-        # every `up`); a failure still fails the start, after the nodes.
+        # It starts in the background (half a second of Unbound start-up would otherwise
+        # add to every `up`); a failure is logged, and names outside the cluster then fail.
         upstream_started = loop.run_in_executor(
             self.pool, functools.partial(
                 upstream.start_upstream,
@@ -110,8 +111,15 @@ class LabDaemon:
         self.services = ServiceController(self.store, self.spec)
         self._services_task = asyncio.create_task(self.services.run())
         self._announcer_task = asyncio.create_task(self._announce())
+        self._upstream_task = asyncio.create_task(self._upstream_ready(upstream_started))
         await self._set_nodes(self.spec)
-        self.upstream_dns = await upstream_started
+
+    async def _upstream_ready(self, started: Awaitable[runner.ProcessRecord]) -> None:
+        try:
+            self.upstream_dns = await started
+        except Exception:
+            log.exception("the outside world's resolver (Unbound on host/external) did not "
+                          "start: names outside the cluster domain will fail to resolve")
 
     def _start_podserver(self) -> None:
         sock = self.dirs.root / "podserver.sock"
