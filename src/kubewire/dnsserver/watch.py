@@ -95,7 +95,8 @@ class LabWatchSource:
     async def _publish(self, on_snapshot: Callable[[Snapshot], Any]) -> None:
         while True:
             await self._dirty.wait()
-            await asyncio.sleep(self.settle)  # let a burst of events land first
+            if self.syncs:  # the first list is served at once: readiness waits on it
+                await asyncio.sleep(self.settle)  # let a burst of events land first
             self._dirty.clear()
             try:
                 result = on_snapshot(self.snapshot())
