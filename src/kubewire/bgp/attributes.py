@@ -7,6 +7,7 @@ NOTIFICATION subcode. Which RFC 7606 action a malformation gets is decided in ``
 
 from __future__ import annotations
 
+import abc
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -60,8 +61,8 @@ def _check_as(asn: int, width: int = 4) -> None:
         raise EncodeError(f"AS number {asn} does not fit in {width} octets")
 
 
-class Attribute:
-    """Base of every path attribute value."""
+class Attribute(abc.ABC):
+    """Base of every path attribute value; each attribute type encodes its own value."""
 
     __slots__ = ()
     TYPE: ClassVar[int]
@@ -74,8 +75,9 @@ class Attribute:
     def flags(self) -> int:
         return int(ATTR_FLAGS[AttrType(self.TYPE)])
 
+    @abc.abstractmethod
     def value_to_wire(self, ctx: WireContext = DEFAULT_CONTEXT) -> bytes:
-        raise NotImplementedError
+        """The attribute's value octets (without flags, type and length)."""
 
     def to_wire(self, ctx: WireContext = DEFAULT_CONTEXT) -> bytes:
         """Flags, type, length, value; the Extended Length bit only when the value needs it."""
