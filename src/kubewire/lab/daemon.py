@@ -419,8 +419,9 @@ class LabDaemon:
     async def _stream_watch(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         """List then watch, as a client of the API server does: one ``SYNC`` line with
         every object of the kinds asked for, then one line per event, until the client
-        hangs up. The watch starts before the list, so no change falls between them (an
-        event may repeat what the list said; applying it again changes nothing)."""
+        hangs up. A new store watch starts with every existing object queued as ADDED;
+        those queued events are the list, so nothing falls between list and watch and
+        nothing is sent twice."""
         kinds = [str(k) for k in request.get("kinds") or []]
         unknown = sorted(set(kinds) - set(KINDS))
         if not kinds or unknown:
@@ -428,7 +429,7 @@ class LabDaemon:
                              "watch: give kinds, e.g. [\"Service\"]")
         watch = self.store.watch(kinds)
         try:
-            items = [o for k in kinds for o in self.store.list(k)]
+            items = [ev.obj for ev in watch.drain()]
             writer.write(json.dumps({"ok": True, "type": "SYNC", "items": items}).encode()
                          + b"\n")
             await writer.drain()
