@@ -97,7 +97,6 @@ class _Objects:
 
     services: list[ServiceView]
     slices: list[SliceView]
-    pods: list[Obj]  # always empty: their namespaces are in ``namespaces``
     namespaces: tuple[str, ...]
     nameserver_ips: tuple[str, ...] | None
 
@@ -108,7 +107,7 @@ class _Objects:
         svcs = [s if isinstance(s, ServiceView) else ServiceView.from_k8s(s) for s in services]
         views = [s if isinstance(s, SliceView) else SliceView.from_k8s(s) for s in slices]
         spaces = {PodView.from_k8s(p).namespace for p in pods} | set(namespaces)
-        return cls(svcs, views, [], tuple(sorted(spaces)),
+        return cls(svcs, views, tuple(sorted(spaces)),
                    tuple(nameserver_ips) if nameserver_ips is not None else None)
 
 

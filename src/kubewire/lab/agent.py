@@ -318,16 +318,15 @@ class NodeAgent:
         config file, like the DNS server's ``reload``, pick the change up."""
         meta = config_map["metadata"]
         for record in list(self.pods.values()):
-            if record.namespace != meta["namespace"]:
+            if record.namespace != meta["namespace"] or not any(
+                    (v.get("configMap") or {}).get("name") == meta["name"]
+                    for v in record.pod["spec"].get("volumes") or []):
                 continue
-            for c in record.containers:
-                if any((v.get("configMap") or {}).get("name") == meta["name"]
-                       for v in record.pod["spec"].get("volumes") or []):
-                    try:
-                        self._project_volumes(record, c.spec)
-                    except OSError:
-                        log.exception("refreshing volumes of %s/%s", record.namespace,
-                                      record.name)
+            try:
+                for c in record.containers:
+                    self._project_volumes(record, c.spec)
+            except OSError:
+                log.exception("refreshing volumes of %s/%s", record.namespace, record.name)
 
     def _project_volumes(self, record: PodRecord, container: dict[str, Any]) -> dict[str, Path]:
         maps = {m["metadata"]["name"]: m for m in self.client.list(
