@@ -22,6 +22,7 @@ from kubewire.api.kinds import KINDS, resolve_resource_type
 from kubewire.api.selectors import SelectorError, parse_selector_string
 from kubewire.cli import printers
 from kubewire.cli.client import DaemonClient, DaemonUnavailable
+from kubewire.cli.gocmd import go
 from kubewire.cli.manifests import LoadedInput, load_input
 from kubewire.cli.progress import Progress
 from kubewire.lab import names
@@ -562,6 +563,9 @@ def _check_policy(client: DaemonClient, output: str, timeout: float, namespaces:
             console.print(render(r, console.width))
     if any(r.differences() for r in results):
         sys.exit(1)
+
+
+cli.add_command(go)
 
 
 def main() -> None:

@@ -1,0 +1,16 @@
+"""`kubewire go ...`: Go runtime tools that need no lab (traces, schedtrace, advice).
+
+Each subcommand lives in its own module and is added to the group here.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(name="go")
+def go() -> None:
+    """Go scheduler and net poller: read traces and schedtrace output offline."""
+
+
+# Subcommands are registered below, one line each.
