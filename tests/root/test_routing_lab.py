@@ -47,6 +47,9 @@ DEADLINE = 5.0
 _IP_MTU_DISCOVER = 10
 _IP_PMTUDISC_DO = 2
 
+# Backends that program static routes; bgp leaves routing to its speaker.
+STATIC_BACKENDS = sorted(name for name in BACKENDS if name != "bgp")
+
 
 @dataclass
 class Lab:
@@ -284,7 +287,7 @@ def test_vxlan_resync_is_a_noop_and_matches_desired(lab: Lab) -> None:
         assert read_node_network(lab.node_ns[node.name]).as_desired() == desired
 
 
-@pytest.mark.parametrize("backend", sorted(BACKENDS))
+@pytest.mark.parametrize("backend", STATIC_BACKENDS)
 def test_removed_node_is_forgotten(lab: Lab, backend: str) -> None:
     sync_all(lab, backend)
     gone = lab.nodes[2]

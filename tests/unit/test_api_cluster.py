@@ -133,12 +133,12 @@ def test_load_balancer_cidr_round_trips(spec_lines: str) -> None:
 
 
 def test_from_obj_errors_name_the_source() -> None:
-    obj = {"kind": "Cluster", "spec": {"network": {"backend": "bgp"}}}
+    obj = {"kind": "Cluster", "spec": {"network": {"backend": "ipip"}}}
     with pytest.raises(ManifestErrors) as caught:
         ClusterSpec.from_obj(obj)
     (error,) = caught.value.errors
     assert str(error) == (
-        '<cluster>: spec.network.backend: unsupported value "bgp"; allowed: vxlan, host-gw'
+        '<cluster>: spec.network.backend: unsupported value "ipip"; allowed: vxlan, host-gw, bgp'
     )
 
 
@@ -178,8 +178,8 @@ ERRORS = [
      "must be longer than the podCIDR prefix (/16), got 16"),
     ("  nodeCIDRMaskSize: 31\n", 6, "spec.nodeCIDRMaskSize", "between 1 and 30, got 31"),
     ("  nodeCIDRMaskSize: '24'\n", 6, "spec.nodeCIDRMaskSize", 'must be an integer, got "24"'),
-    ("  network:\n    backend: bgp\n", 7, "spec.network.backend",
-     'unsupported value "bgp"; allowed: vxlan, host-gw'),
+    ("  network:\n    backend: ipip\n", 7, "spec.network.backend",
+     'unsupported value "ipip"; allowed: vxlan, host-gw, bgp'),
     ("  network: vxlan\n", 6, "spec.network", "must be a mapping with backend and mtu"),
     ("  network: {speed: 1}\n", 6, "spec.network.speed", "unknown field"),
     ("  cni: calico\n", 6, "spec.cni", "allowed: kubewire, reference"),
@@ -262,7 +262,7 @@ def test_cluster_name_rules(name: str, message: str) -> None:
 
 def test_all_problems_are_reported_together() -> None:
     with pytest.raises(ManifestErrors) as caught:
-        cluster_from("  network: {backend: bgp, mtu: 1}\n  podCIDR: fd00::/64\n")
+        cluster_from("  network: {backend: ipip, mtu: 1}\n  podCIDR: fd00::/64\n")
     assert {e.field for e in caught.value.errors} == {
         "spec.network.backend",
         "spec.network.mtu",
@@ -275,8 +275,8 @@ def test_direct_construction_is_checked_too() -> None:
         ClusterSpec(pod_cidr=IPv4Network("10.96.0.0/16"))
     with pytest.raises(ClusterSpecError, match="holds 2 node ranges"):
         ClusterSpec(pod_cidr=IPv4Network("10.244.0.0/23"))
-    with pytest.raises(ClusterSpecError, match="allowed: vxlan, host-gw"):
-        ClusterSpec(network=NetworkSpec(backend="bgp"))
+    with pytest.raises(ClusterSpecError, match="allowed: vxlan, host-gw, bgp"):
+        ClusterSpec(network=NetworkSpec(backend="ipip"))
     # In code the pool does not follow the underlay: pass it (or None) with a custom one.
     with pytest.raises(ClusterSpecError, match=r"is not inside underlayCIDR 192\.168\.50\.0/24"):
         ClusterSpec(underlay_cidr=IPv4Network("192.168.50.0/24"))

@@ -31,6 +31,9 @@ NODES = (
     NodeInfo("node-c", "172.18.0.4", "10.244.10.0/24", "0e:00:00:00:00:0c"),
 )
 
+# Backends that program static routes; bgp leaves routing to its speaker.
+STATIC_BACKENDS = sorted(name for name in BACKENDS if name != "bgp")
+
 
 def assert_lines(actual: list[str], expected: str) -> None:
     want = expected.strip().splitlines()
@@ -119,14 +122,15 @@ def test_single_node_cluster_needs_no_routes(name: str) -> None:
     assert (desired.routes, desired.neighbours, desired.fdb) == ((), (), ())
 
 
-@pytest.mark.parametrize("name", sorted(BACKENDS))
+@pytest.mark.parametrize("name", STATIC_BACKENDS)
 def test_leaving_node_may_be_absent_from_the_list(name: str) -> None:
     desired = BACKENDS[name].compile(NODES[0], NODES[1:], 1500)
     assert [r.dst for r in desired.routes] == ["10.244.2.0/24", "10.244.10.0/24"]
 
 
 def test_registry_and_mtu() -> None:
-    assert set(BACKENDS) == {"vxlan", "host-gw"}
+    assert set(BACKENDS) == {"vxlan", "host-gw", "bgp"}
+    assert BACKENDS["bgp"].mtu_overhead == 0
     assert BACKENDS["vxlan"].mtu_overhead == 50
     assert BACKENDS["host-gw"].mtu_overhead == 0
     assert pod_mtu("vxlan", 1500) == 1450
@@ -139,7 +143,7 @@ def test_registry_and_mtu() -> None:
 def test_unknown_backend_lists_choices() -> None:
     with pytest.raises(UnknownBackendError) as info:
         get_backend("ipip")
-    assert str(info.value) == "unknown routing backend 'ipip'; choose one of: host-gw, vxlan"
+    assert str(info.value) == "unknown routing backend 'ipip'; choose one of: bgp, host-gw, vxlan"
     assert isinstance(info.value, RoutingError)
     with pytest.raises(UnknownBackendError):
         pod_mtu("calico", 1500)
@@ -207,3 +211,11 @@ def test_importing_the_compilers_does_not_load_the_applier() -> None:
         "assert sync_node_network.__module__ == 'kubewire.routing.apply'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bgp_backend_programs_nothing_static() -> None:
+    """Its routes come from the node's BGP speaker; compiling it removes vxlan/host-gw state."""
+    desired = BACKENDS["bgp"].compile(NODES[0], NODES, 1500)
+    assert desired == DesiredNodeNetwork()
+    with pytest.raises(RoutingError, match="too small"):
+        BACKENDS["bgp"].compile(NODES[0], NODES, 500)

@@ -28,6 +28,9 @@ NODES = tuple(
 )
 SELF = NODES[0]
 
+# Backends that program static routes; bgp leaves routing to its speaker.
+STATIC_BACKENDS = sorted(name for name in BACKENDS if name != "bgp")
+
 
 def node_kernel(supported_kinds: frozenset[str] = DEFAULT_KINDS) -> FakeKernel:
     return FakeKernel(
@@ -67,7 +70,7 @@ def test_hostgw_initial_sync_then_noop() -> None:
     assert_converged(kernel, desired)
 
 
-@pytest.mark.parametrize("backend", sorted(BACKENDS))
+@pytest.mark.parametrize("backend", STATIC_BACKENDS)
 def test_node_leaving_and_joining_is_incremental(backend: str) -> None:
     kernel = node_kernel()
     sync_with(kernel, compile_for(backend, NODES))

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from kubewire.store.store import NotFound, ObjectStore, WatchEvent
+from kubewire.store.store import Conflict, NotFound, ObjectStore, WatchEvent
 
 
 def pod(name: str, ns: str = "default", **spec: object) -> dict[str, object]:
@@ -88,3 +88,14 @@ def test_generation_tracks_content_of_kinds_without_spec() -> None:
     assert s.put(base)["metadata"]["generation"] == 1
     changed = {**base, "endpoints": [{"addresses": ["10.244.0.6"]}]}
     assert s.put(changed)["metadata"]["generation"] == 2
+
+
+def test_create_refuses_an_existing_key_and_changes_nothing() -> None:
+    store = ObjectStore()
+    first = {"kind": "BlockAffinity", "metadata": {"name": "node-1-10-244-0-0-26"},
+             "spec": {"node": "node-1"}}
+    stored = store.create(first)
+    assert stored["metadata"]["resourceVersion"] == "1"
+    with pytest.raises(Conflict, match="blockaffinity/node-1-10-244-0-0-26 already exists"):
+        store.create({**first, "spec": {"node": "node-2"}})
+    assert store.get("BlockAffinity", "", "node-1-10-244-0-0-26")["spec"] == {"node": "node-1"}

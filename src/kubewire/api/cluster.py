@@ -12,7 +12,7 @@ spec:
   underlayCIDR: 172.18.0.0/16
   loadBalancerCIDR: 172.18.255.0/24   # LoadBalancer Service addresses; null: none
   network:
-    backend: vxlan          # or host-gw
+    backend: vxlan          # or host-gw, or bgp (Calico style: a BGP speaker per node)
     mtu: 1500
   cni: kubewire             # or reference
   dnsDomain: cluster.local
@@ -60,7 +60,7 @@ __all__ = [
     "default_node_names",
 ]
 
-NETWORK_BACKENDS = ("vxlan", "host-gw")
+NETWORK_BACKENDS = ("vxlan", "host-gw", "bgp")
 CNI_IMPLEMENTATIONS = ("kubewire", "reference")
 # The cluster name is embedded in namespace and interface names (IFNAMSIZ is 16 with the NUL,
 # and each name also carries a role and node part), so it must stay short.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from kubewire.routing.bgp import BgpBackend
 from kubewire.routing.hostgw import HostGwBackend
 from kubewire.routing.model import Backend, UnknownBackendError
 from kubewire.routing.vxlan import VxlanBackend
@@ -13,6 +14,7 @@ BACKENDS: Mapping[str, Backend] = MappingProxyType(
     {
         "vxlan": VxlanBackend(),
         "host-gw": HostGwBackend(),
+        "bgp": BgpBackend(),
     }
 )
 

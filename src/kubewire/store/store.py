@@ -136,6 +136,15 @@ class ObjectStore:
         self._notify("ADDED" if old is None else "MODIFIED", obj)
         return obj
 
+    def create(self, obj: Obj) -> Obj:
+        """Store a new object; raises Conflict if one with its key exists (a POST, not an
+        apply). Agents claim shared resources this way: the first writer wins."""
+        kind, namespace, name = key = key_of(obj)
+        if key in self._objects:
+            where = f" in namespace {namespace!r}" if namespace else ""
+            raise Conflict(f"{kind.lower()}/{name} already exists{where}")
+        return self.put(obj)
+
     def update_status(self, kind: str, namespace: str, name: str, status: Obj) -> Obj:
         key = (kind, namespace, name)
         obj = self._objects.get(key)
@@ -175,7 +184,8 @@ class ObjectStore:
 
 
 class StoreClient(Protocol):
-    """What agents may do: list, watch and report status. Nothing else.
+    """What agents may do: list, watch, report status, and create objects they own (a node's
+    IPAM block affinities, as Calico's IPAM plugin writes them). Nothing else.
 
     Kept this small so an agent could one day watch a real kube-apiserver instead.
     """
@@ -187,3 +197,5 @@ class StoreClient(Protocol):
     def watch(self, kinds: Iterable[str]) -> Watch: ...
 
     def update_status(self, kind: str, namespace: str, name: str, status: Obj) -> Obj: ...
+
+    def create(self, obj: Obj) -> Obj: ...
