@@ -295,3 +295,19 @@ def test_a_valid_pool_is_accepted_wherever_it_avoids_the_lab_addresses() -> None
     assert cluster_from("  loadBalancerCIDR: 172.18.0.2/31\n").load_balancer_cidr == (
         IPv4Network("172.18.0.2/31")
     )
+
+
+def test_node_annotations_are_read_checked_and_round_trip() -> None:
+    spec = cluster_from(
+        "  nodes:\n  - name: rr-1\n    labels: {route-reflector: 'true'}\n"
+        "    annotations: {projectcalico.org/RouteReflectorClusterID: 244.0.0.1}\n"
+        "  network: {backend: bgp}\n")
+    (node,) = spec.nodes
+    assert dict(node.annotations) == {"projectcalico.org/RouteReflectorClusterID": "244.0.0.1"}
+    assert ClusterSpec.from_obj(json.loads(json.dumps(spec.to_dict()))) == spec
+    with pytest.raises(ManifestErrors) as caught:
+        cluster_from("  nodes:\n  - name: a\n    annotations: {'bad key!': x, ok: 5}\n")
+    assert sorted((e.field, e.message.split(":")[0]) for e in caught.value.errors) == [
+        ("spec.nodes[0].annotations.ok", "annotation values must be strings, got 5; quote it"),
+        ("spec.nodes[0].annotations[bad key!]", 'annotation key "bad key!"'),
+    ]

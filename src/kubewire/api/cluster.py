@@ -5,7 +5,7 @@ apiVersion: kubewire.dev/v1alpha1
 kind: Cluster
 metadata: {name: demo}
 spec:
-  nodes: 3                  # or [{name: a, labels: {zone: x}}, ...]
+  nodes: 3                  # or [{name: a, labels: {zone: x}, annotations: {...}}, ...]
   podCIDR: 10.244.0.0/16
   nodeCIDRMaskSize: 24
   serviceCIDR: 10.96.0.0/12
@@ -92,7 +92,7 @@ _SPEC_FIELDS = (
     "cni",
     "dnsDomain",
 )
-_NODE_FIELDS = ("name", "labels")
+_NODE_FIELDS = ("name", "labels", "annotations")
 _NETWORK_FIELDS = ("backend", "mtu")
 
 
@@ -116,16 +116,22 @@ def default_node_names(count: int) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class NodeSpec:
-    """One node to create. ``labels`` is read-only."""
+    """One node to create. ``labels`` and ``annotations`` are read-only (annotations are
+    how a bgp lab marks route reflectors: ``projectcalico.org/RouteReflectorClusterID``)."""
 
     name: str
     labels: Mapping[str, str] = field(default_factory=dict, hash=False)
+    annotations: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
+        object.__setattr__(self, "annotations", MappingProxyType(dict(self.annotations)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "labels": dict(self.labels)}
+        out: dict[str, Any] = {"name": self.name, "labels": dict(self.labels)}
+        if self.annotations:
+            out["annotations"] = dict(self.annotations)
+        return out
 
 
 def _default_nodes(count: int = DEFAULT_NODE_COUNT) -> tuple[NodeSpec, ...]:
@@ -440,20 +446,39 @@ def _read_nodes(raw: Any) -> tuple[tuple[NodeSpec, ...] | None, Problems]:
         for key in item:
             if key not in _NODE_FIELDS:
                 problems.append(
-                    (child_path(path, key), "unknown field; a node has name and labels")
+                    (child_path(path, key),
+                     "unknown field; a node has name, labels and annotations")
                 )
         name = item.get("name")
         if not isinstance(name, str) or not name:
             problems.append((f"{path}.name", "required: the node's name, e.g. node-1"))
             continue
         labels = item.get("labels") or {}
-        label_problems = _label_problems(labels, f"{path}.labels")
-        problems += label_problems
-        if not label_problems:
-            nodes.append(NodeSpec(name, labels))
+        annotations = item.get("annotations") or {}
+        own_problems = _label_problems(labels, f"{path}.labels")
+        own_problems += _annotation_problems(annotations, f"{path}.annotations")
+        problems += own_problems
+        if not own_problems:
+            nodes.append(NodeSpec(name, labels, annotations))
     if problems:
         return None, problems
     return tuple(nodes), []
+
+
+def _annotation_problems(annotations: Any, path: str) -> Problems:
+    """Annotation keys follow the label key rules; values are any string."""
+    if not isinstance(annotations, Mapping):
+        return [(path, "must be a mapping of annotation key to value, got "
+                 f"{show_value(annotations)}")]
+    problems: Problems = []
+    for key, value in annotations.items():
+        key_path = child_path(path, key)
+        problems += [(key_path, f"annotation key {show_value(key)}: {p}")
+                     for p in label_key_problems(key)]
+        if not isinstance(value, str):
+            problems.append((key_path, "annotation values must be strings, got "
+                             f"{show_value(value)}; quote it"))
+    return problems
 
 
 def _label_problems(labels: Any, path: str) -> Problems:

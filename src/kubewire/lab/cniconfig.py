@@ -12,6 +12,7 @@ reference bridge refuses an IPAM default route on top of it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,13 @@ def _version(spec: ClusterSpec) -> str:
     return "1.0.0" if spec.cni == "reference" else "1.1.0"
 
 
-def write_pod_network(spec: ClusterSpec, dirs: LabDirs, node: str, pod_cidr: IPv4Network) -> Path:
-    """Write the node's pod network conflist into its net.d; returns the directory."""
+def write_pod_network(spec: ClusterSpec, dirs: LabDirs, node: str,
+                      pod_cidr: IPv4Network | Sequence[IPv4Network]) -> Path:
+    """Write the node's pod network conflist into its net.d; returns the directory.
+
+    `pod_cidr` may be several subnets (a bgp lab's IPAM blocks): they become the ranges of
+    one range set, so a pod gets one address from the first subnet with a free one."""
+    subnets = [pod_cidr] if isinstance(pod_cidr, IPv4Network) else list(pod_cidr)
     reference = spec.cni == "reference"
     node_dir = dirs.node(node)
     pod_network = {
@@ -46,7 +52,7 @@ def write_pod_network(spec: ClusterSpec, dirs: LabDirs, node: str, pod_cidr: IPv
                 "mtu": pod_mtu(spec.network.backend, spec.network.mtu),
                 "ipam": {
                     "type": "host-local" if reference else "kubewire-ipam",
-                    "ranges": [[{"subnet": str(pod_cidr)}]],
+                    "ranges": [[{"subnet": str(subnet)} for subnet in subnets]],
                     "dataDir": str(node_dir / "ipam"),
                 },
             }

@@ -319,12 +319,14 @@ def _ensure_gateway_address(host: Rtnl, bridge: LinkInfo, ip: IPConfig) -> None:
         if exc.errno == errno.EEXIST:
             return  # the usual case: an earlier pod put it there
         raise
-    # First pod on this bridge: make sure we did not just stack a second gateway on it.
+    # A new gateway on this bridge: make sure it does not clash with one already there.
+    # Gateways of separate subnets may share the bridge (the reference plugin allows it,
+    # and Calico-style IPAM gives a node one subnet per address block).
     for addr in host.addresses(bridge.index, gw.version):
         other = addr.interface
         if other == gw or other.ip.is_link_local:
             continue
-        if gw.version == 4 or other.network.overlaps(network):
+        if other.network.overlaps(network):
             host.delete_address(bridge.index, gw)
             raise CniError(
                 ErrorCode.INVALID_NETWORK_CONFIG,
