@@ -38,9 +38,10 @@ def test_unknown_resource_type_lists_known_ones(name: str) -> None:
 def test_kind_table() -> None:
     assert set(loadable_kinds()) == {
         "Namespace", "Pod", "Service", "ConfigMap", "EndpointSlice", "Deployment", "ReplicaSet",
-        "StatefulSet", "DaemonSet", "Cluster", "NetworkPolicy",
+        "StatefulSet", "DaemonSet", "Cluster", "NetworkPolicy", "BGPConfiguration", "BGPPeer",
+        "IPPool",
     }
-    assert not KINDS["Node"].loadable
+    assert not KINDS["Node"].loadable and not KINDS["BlockAffinity"].loadable
     assert KINDS["Cluster"].api_version == "kubewire.dev/v1alpha1"
     assert not KINDS["Cluster"].namespaced and not KINDS["Namespace"].namespaced
     assert KINDS["Pod"].namespaced
@@ -53,7 +54,8 @@ def test_kind_table() -> None:
     ("kind", "api_version", "field", "message"),
     [
         ("Ingress", "networking.k8s.io/v1", "kind", 'unknown kind "Ingress"'),
-        ("Ingress", "v1", "kind", "kubewire supports: Cluster, ConfigMap, DaemonSet"),
+        ("Ingress", "v1", "kind", "kubewire supports: BGPConfiguration, BGPPeer, Cluster, "
+                                  "ConfigMap, DaemonSet"),
         ("deployment", "apps/v1", "kind", 'did you mean "Deployment"?'),
         (None, "v1", "kind", "required field is missing"),
         (3, "v1", "kind", "must be a string"),

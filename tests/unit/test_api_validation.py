@@ -192,7 +192,7 @@ def pod_with(container_lines: str = "", spec_lines: str = "", meta_lines: str = 
 CASES: list[tuple[str, str, int, str | None, str]] = [
     # kinds
     ("unknown kind", "apiVersion: v1\nkind: Ingress\nmetadata: {name: a}\n", 2, "kind",
-     'unknown kind "Ingress" (kubewire supports: Cluster, ConfigMap, DaemonSet, Deployment'),
+     'unknown kind "Ingress" (kubewire supports: BGPConfiguration, BGPPeer, Cluster, ConfigMap'),
     ("wrong apiVersion", "apiVersion: extensions/v1beta1\nkind: Deployment\n", 1, "apiVersion",
      'Deployment is served as apiVersion "apps/v1"'),
     ("missing kind", "apiVersion: v1\nmetadata: {name: a}\n", 1, "kind",

@@ -64,6 +64,13 @@ _NODES_COME_FROM_CLUSTER = (
     "Cluster object's spec.nodes; declare them there"
 )
 
+_CALICO_VERSIONS = ("projectcalico.org/v3", "crd.projectcalico.org/v1")
+
+_AFFINITIES_COME_FROM_NODES = (
+    "BlockAffinity objects cannot be declared in manifests: a node claims its IPAM blocks "
+    "itself when it needs addresses (declare an IPPool to choose where they come from)"
+)
+
 KINDS: Mapping[str, KindInfo] = MappingProxyType(
     {
         info.kind: info
@@ -89,6 +96,14 @@ KINDS: Mapping[str, KindInfo] = MappingProxyType(
             KindInfo("StatefulSet", ("apps/v1",), True, "statefulsets", ("sts",)),
             KindInfo("DaemonSet", ("apps/v1",), True, "daemonsets", ("ds",)),
             KindInfo("Cluster", (CLUSTER_API_VERSION,), False, "clusters"),
+            # Calico's BGP kinds; crd.projectcalico.org/v1 is how they sit in a cluster
+            # without the Calico API server, so manifests in either spelling load.
+            KindInfo("BGPConfiguration", _CALICO_VERSIONS, False, "bgpconfigurations",
+                     ("bgpconfig",)),
+            KindInfo("BGPPeer", _CALICO_VERSIONS, False, "bgppeers", ("bgppeer",)),
+            KindInfo("IPPool", _CALICO_VERSIONS, False, "ippools", ("ippool",)),
+            KindInfo("BlockAffinity", ("crd.projectcalico.org/v1",), False, "blockaffinities",
+                     loadable=False, not_loadable_reason=_AFFINITIES_COME_FROM_NODES),
         )
     }
 )

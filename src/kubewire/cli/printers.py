@@ -173,6 +173,33 @@ def _netpol_row(pol: Obj, _wide: bool, _ctx: Ctx) -> list[str]:
     return [pol["metadata"]["name"], text or "<none>", age(pol)]
 
 
+def _bgpconfig_row(cfg: Obj, _wide: bool, _ctx: Ctx) -> list[str]:
+    """calicoctl's columns; blanks are Calico's defaults (Info, mesh on, AS 64512)."""
+    spec = cfg.get("spec") or {}
+    mesh = spec.get("nodeToNodeMeshEnabled")
+    return [cfg["metadata"]["name"], str(spec.get("logSeverityScreen", "Info")),
+            "false" if mesh is False else "true", str(spec.get("asNumber", 64512)), age(cfg)]
+
+
+def _bgppeer_row(peer: Obj, _wide: bool, _ctx: Ctx) -> list[str]:
+    """calicoctl's columns; a node-to-node peer shows its peerSelector as the PEERIP."""
+    spec = peer.get("spec") or {}
+    nodes = spec.get("node") or spec.get("nodeSelector") or "(global)"
+    remote = spec.get("peerIP") or spec.get("peerSelector") or "<none>"
+    return [peer["metadata"]["name"], str(remote), str(nodes), str(spec.get("asNumber", "")),
+            age(peer)]
+
+
+def _ippool_row(pool: Obj, wide: bool, _ctx: Ctx) -> list[str]:
+    spec = pool.get("spec") or {}
+    row = [pool["metadata"]["name"], str(spec.get("cidr", "")),
+           str(spec.get("nodeSelector") or "all()"), age(pool)]
+    if wide:
+        row += [str(spec.get("blockSize", 26)), str(bool(spec.get("natOutgoing"))).lower(),
+                str(bool(spec.get("disabled"))).lower()]
+    return row
+
+
 Row = Callable[[Obj, bool, Ctx], list[str]]
 TABLES: dict[str, tuple[list[str], list[str], Row]] = {
     "Pod": (["NAME", "READY", "STATUS", "RESTARTS", "AGE"], ["IP", "NODE"], _pod_row),
@@ -189,6 +216,11 @@ TABLES: dict[str, tuple[list[str], list[str], Row]] = {
     "EndpointSlice": (["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], [], _slice_row),
     "ConfigMap": (["NAME", "DATA", "AGE"], [], _cm_row),
     "NetworkPolicy": (["NAME", "POD-SELECTOR", "AGE"], [], _netpol_row),
+    "BGPConfiguration": (["NAME", "LOGSEVERITY", "MESHENABLED", "ASNUMBER", "AGE"], [],
+                         _bgpconfig_row),
+    "BGPPeer": (["NAME", "PEERIP", "NODE", "ASN", "AGE"], [], _bgppeer_row),
+    "IPPool": (["NAME", "CIDR", "SELECTOR", "AGE"], ["BLOCKSIZE", "NAT", "DISABLED"],
+               _ippool_row),
 }
 
 

@@ -20,6 +20,11 @@ from kubewire.api.kinds import KindInfo, resolve_kind
 from kubewire.api.loader import Manifest
 from kubewire.api.objects import DEFAULT_NAMESPACE
 from kubewire.api.validation.across import BUILTIN_NAMESPACES, check_across
+from kubewire.api.validation.calico import (
+    check_bgp_configuration,
+    check_bgp_peer,
+    check_ip_pool,
+)
 from kubewire.api.validation.common import PROTOCOLS, Checker
 from kubewire.api.validation.configmaps import check_config_map
 from kubewire.api.validation.endpointslices import (
@@ -79,6 +84,9 @@ VALIDATORS: Mapping[str, Validator] = {
     "StatefulSet": check_statefulset,
     "DaemonSet": check_daemonset,
     "Cluster": _check_nothing_more,
+    "BGPConfiguration": check_bgp_configuration,
+    "BGPPeer": check_bgp_peer,
+    "IPPool": check_ip_pool,
 }
 
 
