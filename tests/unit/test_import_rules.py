@@ -20,11 +20,15 @@ ALLOWED = {
     "bgp": set(),  # pure sans-I/O speaker core; drivers with sockets live elsewhere
     "bgpd": {"bgp"},  # asyncio driver (sockets, timers) around the bgp core
     "bgpnet": {"api", "bgp", "bgpd"},  # pure BGP plans; of bgpd only bgpd.config (checked below)
+    "gosched": {"gotrace"},  # pure scheduler model replaying traces
+    "golatency": {"gotrace", "gosched"},  # pure wait attribution, summary, HTML timeline
+    "gotelemetry": set(),  # schedtrace parsers and the advisor are pure; probe.py reads /proc
 }
 # Narrower than a whole package: module prefix -> the only modules of it a package may import.
 ONLY_MODULES = {"bgpnet": {"kubewire.bgpd": ("kubewire.bgpd.config",)}}
 IO_MODULES = {"subprocess", "socket", "pyroute2", "ctypes", "asyncio.subprocess"}
-PURE = {"api", "controllers", "dns", "policy", "bgp", "gotrace", "bgpnet"}
+PURE = {"api", "controllers", "dns", "policy", "bgp", "gotrace", "bgpnet", "gosched",
+        "golatency", "gotelemetry"}
 
 
 def _imports(path: Path) -> set[str]:

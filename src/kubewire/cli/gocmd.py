@@ -13,4 +13,10 @@ def go() -> None:
     """Go scheduler and net poller: read traces and schedtrace output offline."""
 
 
-# Subcommands are registered below, one line each.
+# Subcommands, one module each.
+from kubewire.cli.go_schedtrace import maxprocs, schedtrace  # noqa: E402
+from kubewire.cli.go_trace import trace  # noqa: E402
+
+go.add_command(trace)
+go.add_command(schedtrace)
+go.add_command(maxprocs)

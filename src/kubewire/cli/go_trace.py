@@ -1,0 +1,150 @@
+"""`kubewire go trace FILE`: summary, scheduling-latency attribution, model agreement, timeline."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from kubewire.cli.progress import Progress
+from kubewire.golatency import LatencyReport, attribute
+from kubewire.golatency.summary import TraceSummary, format_ns, iter_slices, summarize
+from kubewire.golatency.timeline import render_html
+from kubewire.gotrace import Event, GoTraceError, read_events
+
+BAD_INPUT = 2
+
+
+class TraceInputError(click.ClickException):
+    """Bad input: `error: ...` on stderr, exit 2 (as `kubewire.cli.main.Failure`, which this
+    module cannot import: main imports the `go` group that imports this)."""
+
+    exit_code = BAD_INPUT
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+def load_events(path: str) -> list[Event]:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise TraceInputError(f"cannot read {path}: {e.strerror or e}; give the path of a "
+                              "runtime/trace file") from None
+    try:
+        return read_events(data)
+    except GoTraceError as e:
+        raise TraceInputError(f"{path}: {e}") from None
+
+
+def model_replay(events: list[Event]) -> dict[str, Any] | None:
+    """The scheduler model's replay as a dict, or None while kubewire.gosched is not there."""
+    if importlib.util.find_spec("kubewire.gosched") is None:
+        return None
+    gosched = importlib.import_module("kubewire.gosched")
+    replay = getattr(gosched, "replay", None)
+    if replay is None:  # the package is being written and does not export replay() yet
+        return None
+    model_error = getattr(gosched, "GoSchedError", None)
+    try:
+        result = replay(events)
+    except Exception as e:
+        if isinstance(model_error, type) and isinstance(e, model_error):
+            # the trace read fine; a model that cannot replay it is reported, not fatal
+            return {"error": str(e)}
+        raise
+    out: dict[str, Any] = result.to_dict()
+    n = result.decisions  # a count; a sequence of decisions is counted
+    out["decisions"] = n if isinstance(n, int) else len(n)
+    out["agreement"] = float(result.agreement)
+    return out
+
+
+@click.command(name="trace")
+@click.argument("file", metavar="FILE")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.option("--html", "html_out", metavar="OUT.html", default=None,
+              help="Also write a self-contained timeline page.")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Goroutines to list, by total wait.")
+@click.option("--waits", is_flag=True, help="With -o json: every single wait too.")
+def trace(file: str, output: str, html_out: str | None, top: int, waits: bool) -> None:
+    """Read a Go execution trace: who waited to run, why, and for how long."""
+    # a live status on a terminal only: a million-event trace takes several seconds
+    with Progress("go trace", enabled=sys.stderr.isatty()) as progress:
+        progress.update(f"reading {file}")
+        events = load_events(file)
+        progress.update(f"attributing waits ({len(events)} events)")
+        slices = list(iter_slices(events))
+        summary = summarize(events, slices)
+        report = attribute(events)
+        progress.update("replaying the scheduler model")
+        model = model_replay(events)
+        if html_out:
+            progress.update(f"writing {html_out}")
+            page, _ = render_html(events, summary, report, Path(file).name, slices)
+            try:
+                Path(html_out).write_text(page, encoding="utf-8")
+            except OSError as e:
+                raise TraceInputError(f"cannot write {html_out}: {e.strerror or e}") from None
+    if output == "json":
+        doc = {"file": file, "summary": summary.to_dict(),
+               "latency": report.to_dict(waits=waits, top=top), "model": model}
+        click.echo(json.dumps(doc, indent=2))
+        return
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = 132  # rich assumes 80 columns in a pipe: too narrow for the tables
+    _print_text(console, file, summary, report, model, top, html_out)
+
+
+def _print_text(console: Console, file: str, s: TraceSummary, r: LatencyReport,
+                model: dict[str, Any] | None, top: int, html_out: str | None) -> None:
+    busy = "  ".join(f"P{p} {f:.0%}" for p, f in s.p_busy)
+    console.print(f"[bold]{file}[/bold]: {s.format}, {format_ns(s.duration_ns)}, "
+                  f"{s.events} events, GOMAXPROCS {s.gomaxprocs}, {s.goroutines} goroutines, "
+                  f"{s.gc_count} GC")
+    console.print(f"P busy: {busy}")
+    kinds = ", ".join(f"{k} {n}" for k, n in s.by_kind[:8])
+    console.print(f"events: {kinds}{', ...' if len(s.by_kind) > 8 else ''}")
+    if model is None:
+        console.print("model agreement: n/a (kubewire.gosched is not installed)")
+    elif "error" in model:
+        console.print(f"model agreement: n/a (the model could not replay it: {model['error']})")
+    else:
+        console.print(f"model agreement: {100 * float(model['agreement']):.1f} % of "
+                      f"{model['decisions']} decisions")
+
+    t = Table(title=f"runnable -> running waits: {r.overall.count} "
+                    f"(+{r.unattributed} goroutines already runnable when the trace began)",
+              box=box.SIMPLE_HEAD, title_justify="left")
+    for col in ("cause", "waits", "p50", "p90", "p99", "max", "total", "other-P", "no-P"):
+        t.add_column(col, justify="left" if col == "cause" else "right", no_wrap=True)
+    for c in r.causes:
+        d = c.dist
+        t.add_row(c.cause.value, str(d.count), *(format_ns(x) for x in (
+            d.p50_ns, d.p90_ns, d.p99_ns, d.max_ns, d.total_ns)), str(c.other_p), str(c.no_p))
+    console.print(t)
+
+    g = Table(title=f"top {top} goroutines by total wait", box=box.SIMPLE_HEAD,
+              title_justify="left")
+    for col in ("G", "start function", "waits", "total", "p50", "max", "causes"):
+        g.add_column(col, justify="left" if col in ("start function", "causes") else "right",
+                     no_wrap=col not in ("start function", "causes"))
+    for st in r.goroutines[:top]:
+        causes = " ".join(f"{c.value} {n}" for c, n in st.by_cause)
+        g.add_row(str(st.g), st.func, str(st.dist.count), format_ns(st.dist.total_ns),
+                  format_ns(st.dist.p50_ns), format_ns(st.dist.max_ns), causes)
+    console.print(g)
+    if html_out:
+        console.print(f"timeline written to {html_out}")
+
