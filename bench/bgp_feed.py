@@ -17,7 +17,9 @@ after the other (BIRD first, then ours), so they do not compete for the 2 CPUs:
 - BIRD 2 (``import all; export none``, no kernel protocol) polled with ``birdc show route
   count`` until every prefix is in its table;
 - kubewire's ``Speaker`` in its own process (this script, ``_speaker``), which reports the
-  moment its Loc-RIB holds every prefix.
+  moment its Loc-RIB holds every prefix, checked every 20 ms on its loop as BIRD is polled
+  (``--on-change``: checked from an ``on_change`` listener that reads every change's prefix
+  and best next hop, as a kernel route programmer would; RibChanges are then built).
 
 Time is Established -> last prefix in the Loc-RIB (CLOCK_MONOTONIC is shared by the
 processes). Memory is the receiver process's RSS (VmRSS) then, and its RSS before the feed.
@@ -47,6 +49,7 @@ from pathlib import Path
 BIRD, BIRDC = "/usr/sbin/bird", "/usr/sbin/birdc"
 FEED_AS, RECV_AS = 65100, 65001
 FEED_ID = "10.255.0.1"
+POLL = 0.02  # seconds between "is every prefix in?" checks, for both receivers
 NETS = {"bird": ("172.31.250.1", "172.31.250.2"), "kw": ("172.31.251.1", "172.31.251.2")}
 
 
@@ -179,6 +182,7 @@ def feeder(args: argparse.Namespace) -> int:
 
 
 def speaker(args: argparse.Namespace) -> int:
+    from kubewire.bgp.rib import RibChange
     from kubewire.bgpd import NeighborConfig, Speaker, SpeakerConfig
 
     config = SpeakerConfig(
@@ -189,15 +193,32 @@ def speaker(args: argparse.Namespace) -> int:
     )
 
     async def main() -> None:
-        done = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
         sp: Speaker | None = None
+        seen = 0
 
-        def on_change(_: object) -> None:
+        def check() -> None:
             if sp is not None and not done.done() and len(sp.rib.loc) >= args.prefixes:
                 done.set_result(_now())
 
-        sp = Speaker(config, on_change=on_change)
+        def on_change(changes: list[RibChange]) -> None:
+            # what a kernel route programmer reads: the prefix and the best next hop
+            nonlocal seen
+            for c in changes:
+                if c.new is not None and c.prefix.version == 4 and c.new.best.attrs.next_hop:
+                    seen += 1
+            check()
+
+        def poll() -> None:  # like birdc's poll of BIRD: no listener on the speaker
+            check()
+            if not done.done():
+                loop.call_later(POLL, poll)
+
+        sp = Speaker(config, on_change=on_change if args.on_change else None)
         await sp.start()
+        if not args.on_change:
+            poll()
         _emit({"event": "ready", "rss_kib": _rss_kib()})
         try:
             t = await asyncio.wait_for(done, args.timeout)
@@ -360,7 +381,7 @@ protocol bgp feed {{
         if _now() > deadline or bird.proc.poll() is not None:
             state = birdc("show", "protocols", "all", "feed")
             raise RuntimeError(f"BIRD has {count} of {args.prefixes} routes:\n{state}")
-        time.sleep(0.02)
+        time.sleep(POLL)
     rss = _rss_kib(bird.proc.pid)
     feed.stop()
     bird.stop()
@@ -375,7 +396,9 @@ def run_kw(nss: dict[str, Path], work: Path, args: argparse.Namespace,
     deadline = _now() + args.timeout
     sp = Proc(nss["kw"], [sys.executable, __file__, "_speaker", "--listen", recv_ip,
                           "--feeder", feed_ip, "--prefixes", str(args.prefixes),
-                          "--timeout", str(args.timeout)], work / "speaker.log", stdout=True)
+                          "--timeout", str(args.timeout),
+                          *(["--on-change"] if args.on_change else [])],
+              work / "speaker.log", stdout=True)
     procs.append(sp)
     ready = sp.line(deadline, "ready")
     feed = _feed(nss["feed"], work, "kw", args)
@@ -387,7 +410,8 @@ def run_kw(nss: dict[str, Path], work: Path, args: argparse.Namespace,
     sp.stop()
     return {"receiver": "kubewire", "prefixes": args.prefixes, "routes": done["routes"],
             "seconds": round(t1 - t0, 3), "prefixes_per_s": round(args.prefixes / (t1 - t0)),
-            "rss_kib": done["rss_kib"], "rss_before_kib": ready["rss_kib"]}
+            "rss_kib": done["rss_kib"], "rss_before_kib": ready["rss_kib"],
+            "on_change": args.on_change}
 
 
 def orchestrate(args: argparse.Namespace) -> int:
@@ -441,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="prefixes sharing one attribute set (one UPDATE, at most 900)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per receiver")
     ap.add_argument("--keep-logs", action="store_true")
+    ap.add_argument("--on-change", action="store_true",
+                    help="give our speaker an on_change listener that reads every change"
+                         " (as a kernel route programmer would) and time it by that")
     ap.add_argument("--local", help=argparse.SUPPRESS)
     ap.add_argument("--target", help=argparse.SUPPRESS)
     ap.add_argument("--listen", help=argparse.SUPPRESS)

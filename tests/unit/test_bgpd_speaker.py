@@ -276,3 +276,96 @@ def test_tcp_md5_and_gtsm_on_loopback_and_a_wrong_key_times_out() -> None:
             await b.stop()
 
     asyncio.run(run())
+
+
+C_ADDR = IPv4Address("127.0.0.3")  # a third speaker, added to B's configuration live
+
+
+def c_config(port: int) -> SpeakerConfig:
+    n = NeighborConfig(B_ADDR, 65002, port=port, local_address=C_ADDR, hold_time=9,
+                       connect_retry_time=2, idle_hold_time=0.1, password="k3y")
+    return SpeakerConfig(asn=65003, router_id=IPv4Address("3.3.3.3"), neighbors=(n,),
+                         listen=(), originate=originations("10.3.0.0/16"))
+
+
+def test_set_neighbors_adds_a_peer_and_leaves_the_unchanged_session_up() -> None:
+    async def run() -> None:
+        b = Speaker(b_config())
+        await b.start()
+        a = Speaker(a_config(b.listen_ports[0]))
+        await a.start()
+        c = Speaker(c_config(b.listen_ports[0]))
+        await c.start()
+        try:
+            await until(lambda: state(a) == state(b) == "Established", "A-B Established")
+            up_since = b.peers()[0].uptime
+            await asyncio.sleep(0.3)
+            assert state(c) != "Established"  # B has no key for C yet: its SYNs are dropped
+            b.set_neighbors([*b.config.neighbors,
+                             NeighborConfig(C_ADDR, 65003, passive=True, hold_time=9,
+                                            password="k3y")])  # a new key on the listener
+            assert b.config.neighbor(C_ADDR) is not None  # incoming connections are matched here
+            await until(lambda: state(c) == "Established", "C-B Established", 10)
+            await until(lambda: bool(a.routes("10.3.0.0/16")), "C's route reaches A through B")
+            pa, pc = b.peers()
+            assert (pa.address, pc.address) == (str(A_ADDR), str(C_ADDR))
+            assert pa.state == "Established" and pa.established_transitions == 1
+            assert pa.uptime is not None and up_since is not None and pa.uptime > up_since
+            assert a.peers()[0].established_transitions == 1
+            assert a.peers()[0].last_error is None
+        finally:
+            await c.stop()
+            await a.stop()
+            await b.stop()
+
+    asyncio.run(run())
+
+
+def test_set_neighbors_removes_a_peer_with_cease_peer_deconfigured() -> None:
+    async def run() -> None:
+        b = Speaker(b_config())
+        await b.start()
+        a = Speaker(a_config(b.listen_ports[0]))
+        await a.start()
+        try:
+            await until(lambda: state(a) == state(b) == "Established", "Established")
+            await until(lambda: bool(b.routes("10.1.0.0/16")), "A's route at B")
+            b.set_neighbors([])
+            # withdrawn at once, as for a session that went down
+            assert not b.routes("10.1.0.0/16") and b.rib.loc.get(IPv4Network("10.1.0.0/16")) is None
+            assert b.peers() == [] and b.config.neighbors == ()
+            await until(lambda: "PEER_DECONFIGURED" in (a.peers()[0].last_error or ""), "Cease/3")
+            await until(lambda: not a.routes("10.2.0.0/16"), "B's routes gone at A")
+            await until(lambda: not b._conns, "B's connection to A closed")
+            await asyncio.sleep(0.5)  # A retries (idle hold 0.1 s); B refuses a stranger
+            assert state(a) != "Established" and not b._neighbors
+        finally:
+            await a.stop()
+            await b.stop()
+
+    asyncio.run(run())
+
+
+def test_set_neighbors_restarts_a_changed_peer() -> None:
+    async def run() -> None:
+        b = Speaker(b_config())
+        await b.start()
+        a = Speaker(a_config(b.listen_ports[0]))
+        await a.start()
+        try:
+            await until(lambda: state(a) == state(b) == "Established", "Established")
+            changed = replace(b.config.neighbors[0], description="rack 7", hold_time=6)
+            b.set_neighbors([changed])
+            # A rests 0.1 s in Idle before it reconnects: long enough to see why it went down
+            await until(lambda: "PEER_DECONFIGURED" in (a.peers()[0].last_error or ""), "Cease/3")
+            await until(lambda: a.peers()[0].established_transitions == 2
+                        and state(a) == state(b) == "Established", "re-established", 10)
+            p = b.peers()[0]
+            assert p.description == "rack 7" and p.hold_time == 6
+            assert p.established_transitions == 1  # a new neighbour, counted afresh
+            await until(lambda: bool(b.routes("10.1.0.0/16")), "A's route back at B")
+        finally:
+            await a.stop()
+            await b.stop()
+
+    asyncio.run(run())

@@ -82,9 +82,12 @@ class AutomaticStart:
 
 @dataclass(frozen=True, slots=True)
 class ManualStop:
-    """Event 2; ``reason`` goes out in the Cease NOTIFICATION (RFC 9003)."""
+    """Event 2; ``reason`` goes out in the Cease NOTIFICATION (RFC 9003) when ``subcode``
+    is Administrative Shutdown or Reset (RFC 4486 lets only those carry one); Peer
+    De-configured is what a neighbour removed from the configuration is told."""
 
     reason: str = ""
+    subcode: CeaseSubcode = CeaseSubcode.ADMINISTRATIVE_SHUTDOWN
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,9 +539,12 @@ class Fsm:
         if isinstance(ev, ManualStop):
             note = None
             if s in (State.OPEN_SENT, State.OPEN_CONFIRM, State.ESTABLISHED):
-                msg = ev.reason.encode()[:255]
-                data = bytes([len(msg)]) + msg if msg else b""
-                note = Notification(ErrorCode.CEASE, CeaseSubcode.ADMINISTRATIVE_SHUTDOWN, data)
+                data = b""
+                if ev.subcode in (CeaseSubcode.ADMINISTRATIVE_SHUTDOWN,
+                                  CeaseSubcode.ADMINISTRATIVE_RESET):
+                    msg = ev.reason.encode()[:255]
+                    data = bytes([len(msg)]) + msg if msg else b""
+                note = Notification(ErrorCode.CEASE, ev.subcode, data)
             self._to_idle(
                 out, "administratively stopped", count=False, notify=note, reset_counter=True
             )

@@ -51,9 +51,15 @@ class PathAttributes:
 
     @classmethod
     def from_update(cls, update: Update, afi: Afi = Afi.IPV4) -> PathAttributes:
+        return cls.from_attributes(update.attributes, afi)
+
+    @classmethod
+    def from_attributes(
+        cls, attributes: tuple[Attribute, ...], afi: Afi = Afi.IPV4
+    ) -> PathAttributes:
         kw: dict[str, object] = {}
         unknown: list[UnknownAttribute] = []
-        for a in update.attributes:
+        for a in attributes:
             if isinstance(a, OriginAttr):
                 kw["origin"] = a.origin
             elif isinstance(a, AsPath):

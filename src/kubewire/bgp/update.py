@@ -9,7 +9,7 @@ severe one of its problems). ``Update.from_wire`` is the strict form: it raises
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from ipaddress import IPv4Network
 from typing import cast
@@ -42,7 +42,14 @@ from kubewire.bgp.constants import (
     UpdateSubcode,
 )
 from kubewire.bgp.errors import EncodeError, MessageError
-from kubewire.bgp.nlri import NlriFormatError, Prefix, decode_prefixes, encode_prefixes
+from kubewire.bgp.nlri import (
+    NlriFormatError,
+    Prefix,
+    decode_prefix_keys,
+    encode_prefixes,
+    key_prefix,
+    prefix_key,
+)
 
 
 class Action(IntEnum):
@@ -149,18 +156,86 @@ class Update:
         return strict(decode_update(body, ctx))
 
 
-@dataclass(frozen=True, slots=True)
 class UpdateResult:
-    """What a received UPDATE means after RFC 7606.
+    """What a received UPDATE means after RFC 7606 (an immutable view).
 
     ``update`` holds what was parsed, minus discarded attributes (duplicates, attribute-
     discard, iBGP-only attributes from eBGP). Use ``announce()``/``withdraw()``: with
     TREAT_AS_WITHDRAW every prefix in the message is withdrawn and none announced.
+
+    ``decode_update`` keeps the NLRI as prefix keys (``nlri.prefix_key``) and builds
+    ``update`` (its ``IPv4Network`` tuples) only when asked: the RIB reads
+    ``attributes`` and ``announce_keys()``/``withdraw_keys()`` and never needs it.
     """
 
-    update: Update
-    action: Action = Action.NONE
-    problems: tuple[Problem, ...] = field(default=())
+    __slots__ = ("_attrs", "_nkeys", "_update", "_wkeys", "action", "problems")
+
+    action: Action
+    problems: tuple[Problem, ...]
+    _update: Update | None
+    _attrs: tuple[Attribute, ...]
+    _wkeys: list[int] | None
+    _nkeys: list[int] | None
+
+    def __init__(
+        self, update: Update, action: Action = Action.NONE, problems: tuple[Problem, ...] = ()
+    ) -> None:
+        _set(self, "action", action)
+        _set(self, "problems", problems)
+        _set(self, "_update", update)
+        _set(self, "_attrs", update.attributes)
+        _set(self, "_wkeys", None)
+        _set(self, "_nkeys", None)
+
+    @classmethod
+    def from_keys(
+        cls,
+        attributes: tuple[Attribute, ...],
+        withdrawn: list[int],
+        nlri: list[int],
+        action: Action = Action.NONE,
+        problems: tuple[Problem, ...] = (),
+    ) -> UpdateResult:
+        """A result whose IPv4 withdrawn routes and NLRI are prefix keys."""
+        self = cls.__new__(cls)
+        _set(self, "action", action)
+        _set(self, "problems", problems)
+        _set(self, "_update", None)
+        _set(self, "_attrs", attributes)
+        _set(self, "_wkeys", withdrawn)
+        _set(self, "_nkeys", nlri)
+        return self
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"UpdateResult is immutable (cannot set {name})")
+
+    @property
+    def update(self) -> Update:
+        u = self._update
+        if u is None:
+            w = cast(tuple[IPv4Network, ...], tuple(map(key_prefix, self._wkeys or ())))
+            n = cast(tuple[IPv4Network, ...], tuple(map(key_prefix, self._nkeys or ())))
+            u = Update(w, self._attrs, n)
+            _set(self, "_update", u)
+        return u
+
+    @property
+    def attributes(self) -> tuple[Attribute, ...]:
+        return self._attrs
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, UpdateResult):
+            return NotImplemented
+        return (self.update, self.action, self.problems) == (
+            other.update, other.action, other.problems
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.update, self.action, self.problems))
+
+    def __repr__(self) -> str:
+        return (f"UpdateResult(update={self.update!r}, action={self.action!r},"
+                f" problems={self.problems!r})")
 
     def announce(self) -> tuple[Prefix, ...]:
         if self.action >= Action.TREAT_AS_WITHDRAW:
@@ -174,12 +249,41 @@ class UpdateResult:
             return self.update.unreachable() + self.update.reachable()
         return self.update.unreachable()
 
+    def _keys(self, nlri: bool) -> list[int]:
+        mine = self._nkeys if nlri else self._wkeys
+        if mine is None:  # built from an Update
+            u = self.update
+            mine = [prefix_key(p) for p in (u.nlri if nlri else u.withdrawn)]
+        code = AttrType.MP_REACH_NLRI if nlri else AttrType.MP_UNREACH_NLRI
+        for a in self._attrs:
+            if a.type_code == code:
+                mp = a.nlri if isinstance(a, MpReachNlri) else cast(MpUnreachNlri, a).withdrawn
+                return [*mine, *map(prefix_key, mp)]
+        return mine
+
+    def announce_keys(self) -> list[int]:
+        """``announce()`` as prefix keys (IPv4 NLRI first, then MP_REACH_NLRI's)."""
+        if self.action >= Action.TREAT_AS_WITHDRAW:
+            return []
+        return self._keys(True)
+
+    def withdraw_keys(self) -> list[int]:
+        """``withdraw()`` as prefix keys."""
+        if self.action == Action.SESSION_RESET:
+            return []
+        if self.action == Action.TREAT_AS_WITHDRAW:
+            return self._keys(False) + self._keys(True)
+        return self._keys(False)
+
     def notification(self) -> tuple[ErrorCode, int, bytes] | None:
         """The NOTIFICATION to send (code, subcode, data) when the session must be reset."""
         for p in self.problems:
             if p.action == Action.SESSION_RESET:
                 return ErrorCode.UPDATE_MESSAGE_ERROR, int(p.subcode), p.data
         return None
+
+
+_set = object.__setattr__
 
 
 def strict(res: UpdateResult) -> Update:
@@ -215,18 +319,44 @@ def decode_update(body: bytes, ctx: WireContext = DEFAULT_CONTEXT) -> UpdateResu
         )
     # RFC 7606 5.3: NLRI that cannot be parsed exactly leaves nothing to withdraw: reset.
     try:
-        withdrawn = decode_prefixes(body[2 : 2 + wlen], Afi.IPV4)
-        nlri = decode_prefixes(body[4 + wlen + alen :], Afi.IPV4)
+        withdrawn = decode_prefix_keys(body[2 : 2 + wlen], Afi.IPV4)
+        nlri = decode_prefix_keys(body[4 + wlen + alen :], Afi.IPV4)
     except NlriFormatError as e:
         return _reset(UpdateSubcode.INVALID_NETWORK_FIELD, f"NLRI: {e}")
-    # Afi.IPV4 yields only IPv4Networks: no per-prefix filtering on the hot path.
-    v4w = cast(tuple[IPv4Network, ...], withdrawn)
-    v4n = cast(tuple[IPv4Network, ...], nlri)
 
+    attributes, action, problems = _attributes(
+        bytes(body[4 + wlen : 4 + wlen + alen]), ctx, bool(nlri)
+    )
+    return UpdateResult.from_keys(attributes, withdrawn, nlri, action, problems)
+
+
+# Full tables repeat attribute sets: thousands of UPDATEs carry a few hundred distinct ones
+# (as BIRD, we share them). Parsing one costs ~100 us, so parsed sets are kept by their
+# octets; every object in them is immutable. Bounded: cleared when full. Sets carrying
+# MP_(UN)REACH_NLRI hold prefixes, so they differ every time: never kept.
+_Attrs = tuple[tuple[Attribute, ...], Action, tuple[Problem, ...]]
+_ATTR_CACHE: dict[tuple[bytes, WireContext, bool], _Attrs] = {}
+_ATTR_CACHE_SIZE = 4096
+
+
+def _attributes(data: bytes, ctx: WireContext, has_nlri: bool) -> _Attrs:
+    key = (data, ctx, has_nlri)
+    got = _ATTR_CACHE.get(key)
+    if got is None:
+        if len(_ATTR_CACHE) >= _ATTR_CACHE_SIZE:
+            _ATTR_CACHE.clear()
+        got = _parse_attributes(data, ctx, has_nlri)
+        if not any(isinstance(a, MpReachNlri | MpUnreachNlri) for a in got[0]):
+            _ATTR_CACHE[key] = got
+    return got
+
+
+def _parse_attributes(data: bytes, ctx: WireContext, has_nlri: bool) -> _Attrs:
+    """The path attributes of an UPDATE and their RFC 7606 verdict (``has_nlri``: the NLRI
+    field is not empty)."""
     problems: list[Problem] = []
     attrs: list[Attribute] = []
     seen: set[int] = set()
-    data = body[4 + wlen : 4 + wlen + alen]
     i, end = 0, len(data)
     while i < end:
         flags = data[i]
@@ -317,12 +447,12 @@ def decode_update(body: bytes, ctx: WireContext = DEFAULT_CONTEXT) -> UpdateResu
             continue
         attrs.append(attr)
 
-    update = Update(v4w, tuple(attrs), v4n)
-    has_reach = bool(v4n) or AttrType.MP_REACH_NLRI in seen
+    attributes = tuple(attrs)
+    has_reach = has_nlri or AttrType.MP_REACH_NLRI in seen
     if has_reach:
         # RFC 7606 3(d): a missing well-known mandatory attribute means treat-as-withdraw
         # (RFC 4760 leaves NEXT_HOP mandatory only with NLRI in the NLRI field).
-        need = [AttrType.ORIGIN, AttrType.AS_PATH] + ([AttrType.NEXT_HOP] if v4n else [])
+        need = [AttrType.ORIGIN, AttrType.AS_PATH] + ([AttrType.NEXT_HOP] if has_nlri else [])
         for t in need:
             if t not in seen:
                 problems.append(
@@ -334,7 +464,7 @@ def decode_update(body: bytes, ctx: WireContext = DEFAULT_CONTEXT) -> UpdateResu
                         bytes([t]),
                     )
                 )
-    nh = update.get(AttrType.NEXT_HOP)
+    nh = _get(attributes, AttrType.NEXT_HOP)
     if isinstance(nh, NextHop) and (
         nh.address.is_multicast
         or nh.address.is_unspecified
@@ -349,7 +479,7 @@ def decode_update(body: bytes, ctx: WireContext = DEFAULT_CONTEXT) -> UpdateResu
                 AttrType.NEXT_HOP,
             )
         )
-    path = update.get(AttrType.AS_PATH)
+    path = _get(attributes, AttrType.AS_PATH)
     confed = (SegmentType.AS_CONFED_SEQUENCE, SegmentType.AS_CONFED_SET)
     if ctx.ebgp and isinstance(path, AsPath) and any(s.type in confed for s in path.segments):
         # RFC 5065 5: confederation segments never leave the confederation
@@ -374,7 +504,13 @@ def decode_update(body: bytes, ctx: WireContext = DEFAULT_CONTEXT) -> UpdateResu
             )
     action = max((p.action for p in problems), default=Action.NONE)
     problems.sort(key=lambda p: -p.action)
-    return UpdateResult(update, action, tuple(problems))
+    return attributes, action, tuple(problems)
+
+def _get(attributes: tuple[Attribute, ...], code: int) -> Attribute | None:
+    for a in attributes:
+        if a.type_code == code:
+            return a
+    return None
 
 
 # --- RFC 6793: talking to 2-octet ("OLD") speakers -------------------------------------------

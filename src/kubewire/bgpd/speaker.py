@@ -16,12 +16,12 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv6Address, ip_address, ip_network
 
 from kubewire.bgp.attributes import MpReachNlri, MpUnreachNlri
-from kubewire.bgp.constants import Afi, Safi
+from kubewire.bgp.constants import Afi, CeaseSubcode, Safi
 from kubewire.bgp.errors import EncodeError
 from kubewire.bgp.fsm import (
     AutomaticStart,
@@ -53,9 +53,17 @@ from kubewire.bgp.fsm import (
     collision_loser,
 )
 from kubewire.bgp.messages import Multiprotocol, RouteRefreshCapability
-from kubewire.bgp.nlri import IPAddress, Prefix
+from kubewire.bgp.nlri import IPAddress, Prefix, key_prefix, prefix_key
 from kubewire.bgp.path import Path, PathAttributes, Peer
-from kubewire.bgp.rib import AdjRibOut, ExportContext, Rib, RibChange, export_path
+from kubewire.bgp.rib import (
+    AdjRibOut,
+    ChangeBatch,
+    ChangePart,
+    ExportContext,
+    Rib,
+    RibChange,
+    export_path,
+)
 from kubewire.bgp.update import Update, downgrade_as4
 from kubewire.bgpd.config import NeighborConfig, SpeakerConfig
 from kubewire.bgpd.errors import BgpdError
@@ -80,6 +88,11 @@ _TIMER_EVENTS: dict[Timer, Callable[[], Event]] = {
 }
 
 ChangeListener = Callable[[list[RibChange]], None]
+_NOBODY = object()  # matches no peer
+
+
+def _version(sock: socket.socket) -> int:
+    return 4 if sock.family == socket.AF_INET else 6
 
 
 def _plain(address: str) -> IPAddress:
@@ -160,6 +173,7 @@ class _Neighbor:
     session: Session | None = None
     ctx: ExportContext | None = None
     adj_out: AdjRibOut = field(default_factory=AdjRibOut)
+    out_keys: set[int] = field(default_factory=set)  # adj_out's prefixes, as prefix keys
     established_at: float | None = None
     established_transitions: int = 0
     updates_received: int = 0
@@ -205,8 +219,9 @@ class Speaker:
                        cluster_id=config.cluster_id)
         self._neighbors: dict[IPAddress, _Neighbor] = {}
         self._servers: list[asyncio.base_events.Server] = []
+        self._listeners: list[socket.socket] = []  # to add/remove MD5 keys on reconfiguration
         self._conns: set[_Conn] = set()
-        self._dirty: dict[Prefix, None] = {}
+        self._dirty: list[ChangePart] = []
         self._flush_handle: asyncio.Handle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.listen_ports: list[int] = []
@@ -233,7 +248,7 @@ class Speaker:
             raise BgpdError("the speaker is already running")
         self._loop = asyncio.get_running_loop()
         for o in self.config.originate:
-            self._changed(self.rib.originate(o.prefix, o.attrs))
+            self._changed(self.rib.originate_batch(o.prefix, o.attrs))
         try:
             for addr in self.config.listen:
                 await self._listen(addr)
@@ -241,22 +256,69 @@ class Speaker:
             await self.stop()
             raise
         for n in self.config.neighbors:
-            nb = _Neighbor(n, _Session(Fsm(self._fsm_config(n))))
-            self._neighbors[n.address] = nb
-            self._event(nb, nb.main, ManualStart(passive=n.passive))
+            self._add_neighbor(n)
+
+    def _add_neighbor(self, n: NeighborConfig) -> None:
+        nb = _Neighbor(n, _Session(Fsm(self._fsm_config(n))))
+        self._neighbors[n.address] = nb
+        self._event(nb, nb.main, ManualStart(passive=n.passive))
+
+    def set_neighbors(self, neighbors: Sequence[NeighborConfig]) -> None:
+        """Live reconfiguration (call on the speaker's loop): new addresses are added and
+        started, neighbours no longer listed are told Cease/Peer De-configured (RFC 4486)
+        and their routes leave the Loc-RIB at once, changed ones (any field) are removed
+        and added again; unchanged ones are not touched, their sessions stay up. Raises
+        ``ConfigError`` (and changes nothing) if the new list is invalid."""
+        new = tuple(neighbors)
+        self.config = replace(self.config, neighbors=new)  # validates first
+        if any(n.import_policy is not None for n in new):
+            self.rib.import_policy = self._import
+        if self._loop is None:
+            return  # not running: start() builds the neighbours from the config
+        wanted = {n.address: n for n in new}
+        for addr, nb in list(self._neighbors.items()):
+            if wanted.get(addr) != nb.config:
+                self._remove_neighbor(nb)
+        for sock in self._listeners:
+            self._secure_listener(sock, new)
+        for n in new:
+            if n.address not in self._neighbors:
+                self._add_neighbor(n)
+        if not any(n.import_policy is not None for n in new):
+            self.rib.import_policy = None
+
+    def _remove_neighbor(self, nb: _Neighbor) -> None:
+        nb.stopped = True  # no restart once Idle
+        if nb.restart is not None:
+            nb.restart.cancel()
+            nb.restart = None
+        for s in nb.sessions():
+            # Established: NOTIFICATION, SessionDown (routes withdrawn), connection closed
+            self._event(nb, s, ManualStop("neighbour removed from the configuration",
+                                          CeaseSubcode.PEER_DECONFIGURED))
+            s.dispose()
+        nb.extra = None
+        del self._neighbors[nb.config.address]
+        for sock in self._listeners:
+            if nb.config.password is not None and nb.config.address.version == _version(sock):
+                with contextlib.suppress(BgpdError, OSError):
+                    set_md5(sock, nb.config.address, None)
+
+    def _secure_listener(self, sock: socket.socket, neighbors: Sequence[NeighborConfig]) -> None:
+        for n in neighbors:
+            if n.password is not None and n.address.version == _version(sock):
+                set_md5(sock, n.address, n.password)
+        if any(n.ttl_security is not None for n in neighbors):
+            # The SYN-ACK leaves with the listener's TTL: a GTSM peer drops it below 255.
+            # MINTTL is per peer, set on each accepted socket.
+            set_ttl_255(sock)
 
     async def _listen(self, addr: IPAddress) -> None:
         assert self._loop is not None
         sock = self._factory(family_of(addr))
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            for n in self.config.neighbors:
-                if n.password is not None and n.address.version == addr.version:
-                    set_md5(sock, n.address, n.password)
-            if any(n.ttl_security is not None for n in self.config.neighbors):
-                # The SYN-ACK leaves with the listener's TTL: a GTSM peer drops it below 255.
-                # MINTTL is per peer, set on each accepted socket.
-                set_ttl_255(sock)
+            self._secure_listener(sock, self.config.neighbors)
             sock.bind((str(addr), self.config.port))
             sock.listen(32)
             sock.setblocking(False)
@@ -272,6 +334,7 @@ class Speaker:
         self.listen_ports.append(sock.getsockname()[1])
         server = await self._loop.create_server(lambda: _Conn(self, None, None), sock=sock)
         self._servers.append(server)
+        self._listeners.append(sock)
 
     async def stop(self, reason: str = "speaker shutting down") -> None:
         """Send Cease to every peer, close every socket, cancel every timer."""
@@ -301,6 +364,7 @@ class Speaker:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), STOP_GRACE)
         self._servers.clear()
+        self._listeners.clear()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -317,11 +381,11 @@ class Speaker:
 
     def announce(self, prefix: Prefix | str, attrs: PathAttributes | None = None) -> None:
         net = ip_network(prefix) if isinstance(prefix, str) else prefix
-        self._changed(self.rib.originate(net, attrs or PathAttributes()))
+        self._changed(self.rib.originate_batch(net, attrs or PathAttributes()))
 
     def withdraw(self, prefix: Prefix | str) -> None:
         net = ip_network(prefix) if isinstance(prefix, str) else prefix
-        self._changed(self.rib.withdraw_local(net))
+        self._changed(self.rib.withdraw_local_batch(net))
 
     # -- FSM plumbing -----------------------------------------------------------------------
 
@@ -380,10 +444,11 @@ class Speaker:
         elif isinstance(action, DeliverUpdate):
             nb.updates_received += 1
             if nb.peer is not None:
-                self._changed(self.rib.receive(nb.peer, action.result))
+                self._changed(self.rib.receive_batch(nb.peer, action.result))
         elif isinstance(action, DeliverRouteRefresh):
             if nb.peer is not None:
                 nb.adj_out = AdjRibOut()
+                nb.out_keys = set()
                 self._full_export(nb, sess)
         elif not nb.config.passive and loop is not None:  # Connect
             sess.cancel_connect()
@@ -559,6 +624,7 @@ class Speaker:
         nb.failures = 0
         nb.last_error = None
         nb.adj_out = AdjRibOut()
+        nb.out_keys = set()
         self._full_export(nb, sess)
 
     def _session_down(self, nb: _Neighbor, reason: str) -> None:
@@ -566,9 +632,10 @@ class Speaker:
         nb.peer = nb.session = nb.ctx = None
         nb.established_at = None
         nb.adj_out = AdjRibOut()
+        nb.out_keys = set()
         nb.last_error = reason
         if peer is not None:
-            self._changed(self.rib.peer_down(peer))
+            self._changed(self.rib.peer_down_batch(peer))
 
     def _import(self, path: Path) -> Path | None:
         if path.peer is None:
@@ -601,15 +668,15 @@ class Speaker:
             if attrs is not None:
                 desired[prefix] = attrs
         self._send_updates(nb, sess, nb.adj_out.sync(desired))
+        nb.out_keys = {prefix_key(p) for p in nb.adj_out.table}
         self._send_updates(nb, sess, [Update()])  # End-of-RIB (RFC 4724 2)
 
-    def _changed(self, changes: list[RibChange]) -> None:
-        if not changes:
+    def _changed(self, batch: ChangeBatch) -> None:
+        if not batch:
             return
-        for c in changes:
-            self._dirty[c.prefix] = None
+        self._dirty.extend(batch.parts)
         if self._on_change is not None:
-            self._on_change(changes)
+            self._on_change(self.rib.changes(batch))
         if self._flush_handle is None and self._loop is not None:
             self._flush_handle = self._loop.call_soon(self._flush)
 
@@ -617,11 +684,25 @@ class Speaker:
         """Bring every established neighbour's Adj-RIB-Out up to date for the prefixes
         whose best path changed since the last flush (all of a burst of UPDATEs at once)."""
         self._flush_handle = None
-        dirty, self._dirty = list(self._dirty), {}
+        parts, self._dirty = self._dirty, []
         for nb in self._neighbors.values():
             sess = nb.established()
             if sess is None or nb.peer is None:
                 continue
+            # A bulk change whose best paths all came from this very neighbour (never
+            # echoed back) or that withdrew prefixes it was never sent is nothing to it:
+            # a full table from one peer is skipped an UPDATE at a time, not per prefix.
+            source = nb.peer if nb.config.export_policy is None else _NOBODY
+            todo: dict[int, None] = {}
+            for part in parts:
+                if part.news is None and (part.new is None or part.best_peer() is source) \
+                        and nb.out_keys.isdisjoint(part.keys):
+                    continue
+                todo.update(dict.fromkeys(part.keys))
+            if not todo:
+                continue
+            keys = list(todo)
+            dirty = [key_prefix(k) for k in keys]
             desired: dict[Prefix, PathAttributes] = {}
             for p in dirty:
                 attrs = self._export_one(nb, p)
@@ -630,12 +711,17 @@ class Speaker:
             table = nb.adj_out.table
             held = {p: table[p] for p in dirty if p in table}
             if not desired and not held:
-                continue  # e.g. a full table from this very peer: nothing to send back
-            part = AdjRibOut(held)
-            updates = part.sync(desired)
+                continue
+            part_out = AdjRibOut(held)
+            updates = part_out.sync(desired)
             for p in dirty:
                 table.pop(p, None)
-            table.update(part.table)
+            table.update(part_out.table)
+            for k, p in zip(keys, dirty, strict=True):
+                if p in table:
+                    nb.out_keys.add(k)
+                else:
+                    nb.out_keys.discard(k)
             self._send_updates(nb, sess, updates)
 
     def _send_updates(self, nb: _Neighbor, sess: _Session, updates: Iterable[Update]) -> None:
@@ -660,11 +746,8 @@ class Speaker:
             sess = nb.established() or nb.main
             received = accepted = 0
             if nb.peer is not None:
-                table = self.rib.adj_in.get(nb.peer, {})
-                received = len(table)
-                for p in table:
-                    if any(c.peer == nb.peer for c in self.rib.candidates(p)):
-                        accepted += 1
+                received = self.rib.received(nb.peer)
+                accepted = self.rib.accepted(nb.peer)
             session = nb.session
             out.append(
                 PeerStatus(
@@ -690,7 +773,7 @@ class Speaker:
     def routes(self, prefix: Prefix | str | None = None) -> list[RouteStatus]:
         """Every path we hold (locally originated, received), per prefix, the best marked."""
         if prefix is None:
-            prefixes = set(self.rib.local) | {p for t in self.rib.adj_in.values() for p in t}
+            prefixes = set(self.rib.prefixes())
         else:
             prefixes = {ip_network(prefix) if isinstance(prefix, str) else prefix}
         out = []
@@ -699,12 +782,7 @@ class Speaker:
             cands = d.candidates if d is not None else tuple(self.rib.candidates(p))
             used = {(c.peer, c.received) for c in cands}
             rows = []
-            every: list[Path] = []
-            if p in self.rib.local:
-                every.append(self.rib.local[p])
-            for table in self.rib.adj_in.values():
-                if p in table:
-                    every.append(table[p])
+            every: list[Path] = self.rib.paths(p)
             for c in cands:
                 best = d is not None and c is d.best
                 multi = d is not None and len(d.multipath) > 1 and any(c is m for m in d.multipath)
