@@ -47,7 +47,10 @@ class NodePlan:
     def to_neighbor_configs(self) -> tuple[NeighborConfig, ...]:
         """The speaker's neighbours. Between two nodes the lower address waits (passive) and
         the higher connects, as Calico makes its mesh unidirectional: one connection instead
-        of two racing ones. ``keep_next_hop`` has no NeighborConfig counterpart yet."""
+        of two racing ones. A node that just joined connects before the others' plans know
+        it, and is refused: it retries after ``NODE_IDLE_HOLD_SECONDS`` (doubling on each
+        failure), not the speaker's default second. ``keep_next_hop`` has no NeighborConfig
+        counterpart yet."""
         return tuple(
             NeighborConfig(
                 address=p.address,
@@ -57,10 +60,14 @@ class NodePlan:
                 rr_client=p.rr_client,
                 ttl_security=p.ttl_security,
                 passive=p.node is not None and self.router_id < p.address,
+                idle_hold_time=NODE_IDLE_HOLD_SECONDS if p.node is not None else 1.0,
                 description=p.origin,
             )
             for p in self.neighbors
         )
+
+
+NODE_IDLE_HOLD_SECONDS = 0.1
 
 
 def _index(nodes: Iterable[BgpNode]) -> dict[str, BgpNode]:

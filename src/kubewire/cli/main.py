@@ -21,6 +21,7 @@ from kubewire.api.errors import ApiError
 from kubewire.api.kinds import KINDS, resolve_resource_type
 from kubewire.api.selectors import SelectorError, parse_selector_string
 from kubewire.cli import printers
+from kubewire.cli.bgpcmd import bgp
 from kubewire.cli.client import DaemonClient, DaemonUnavailable
 from kubewire.cli.gocmd import go
 from kubewire.cli.manifests import LoadedInput, load_input
@@ -565,6 +566,7 @@ def _check_policy(client: DaemonClient, output: str, timeout: float, namespaces:
         sys.exit(1)
 
 
+cli.add_command(bgp)
 cli.add_command(go)
 
 

@@ -29,7 +29,14 @@ from kubewire.cni.protocol import CniError, NetworkConfigList
 from kubewire.cni.runtime import CniRuntime, as_conflist, load_conflist
 from kubewire.kernel import netns
 from kubewire.lab import clusterdns, names, poddns
-from kubewire.lab.cniconfig import LOOPBACK_NETWORK, loopback_network, write_pod_network
+from kubewire.lab.bgpagent import BgpAgent
+from kubewire.lab.blockipam import NodeBlocks
+from kubewire.lab.cniconfig import (
+    LOOPBACK_NETWORK,
+    POD_NETWORK,
+    loopback_network,
+    write_pod_network,
+)
 from kubewire.lab.containers import Container, pod_status, should_restart
 from kubewire.lab.policyagent import PolicyAgent
 from kubewire.lab.state import LabDirs
@@ -108,10 +115,12 @@ class NodeAgent:
         register: Any,
         pool: ThreadPoolExecutor,
         podserver: PodServerClient,
+        annotations: dict[str, str] | None = None,
     ) -> None:
         self.lab = lab
         self.node = node
         self.labels = labels
+        self.annotations = annotations or {}
         self.underlay_ip = underlay_ip
         self.spec = spec
         self.client = client
@@ -146,6 +155,15 @@ class NodeAgent:
         self._proxy_changes: dict[tuple[str, str, str], dict[str, Any] | None] = {}
         # The network policy agent's role: NetworkPolicy -> this node's policy table.
         self.policy = PolicyAgent(node, client, self.netns_path, pool)
+        # Calico's role in a bgp lab: a BGP speaker, and pod addresses from IPAM blocks.
+        self.bgp: BgpAgent | None = None
+        self.blocks: NodeBlocks | None = None
+        if spec.network.backend == "bgp":
+            self.bgp = BgpAgent(node, underlay_ip, client, self.netns_path, pool)
+            self.blocks = NodeBlocks(node, client, spec.pod_cidr,
+                                     self.node_dir / "ipam" / POD_NETWORK)
+        self._block_lock = asyncio.Lock()
+        self._starting = 0  # pods between the block check and their CNI ADD
 
     def _plugin_dirs(self) -> list[Path]:
         if self.spec.cni == "reference":
@@ -164,7 +182,8 @@ class NodeAgent:
                     "kubernetes.io/hostname": self.node,
                     "kubernetes.io/os": "linux",
                 },
-                "annotations": {VTEP_MAC_ANNOTATION: vtep_mac_for(self.node)},
+                "annotations": {**self.annotations,
+                                VTEP_MAC_ANNOTATION: vtep_mac_for(self.node)},
             },
             "spec": {},
             "status": {
@@ -191,6 +210,9 @@ class NodeAgent:
         loops = [asyncio.create_task(self._routing_loop()),
                  asyncio.create_task(self._proxy_loop()),
                  asyncio.create_task(self.policy.run())]
+        if self.bgp is not None:
+            loops.append(asyncio.create_task(self.bgp.run()))
+            self._spawn(self._first_block())
         try:
             async for event in watch:
                 for ev in [event, *watch.drain()]:
@@ -218,12 +240,30 @@ class NodeAgent:
         if node["metadata"]["name"] != self.node or type_ == "DELETED":
             return
         cidr = node.get("spec", {}).get("podCIDR")
-        if cidr and self.pod_cidr is None:
+        if cidr and self.pod_cidr is None and self.blocks is None:
             self.pod_cidr = IPv4Network(cidr)
             net_d = write_pod_network(self.spec, self.dirs, self.node, self.pod_cidr)
             self.networks = [as_conflist(loopback_network(self.spec)), load_conflist(net_d)]
             self._cidr_ready.set()
             self._spawn(self._report_network_status())
+
+    # -- IPAM blocks (bgp labs) ------------------------------------------------------
+    async def _first_block(self) -> None:
+        """A bgp lab's node addresses pods from its IPAM blocks, not from its podCIDR."""
+        async with self._block_lock:
+            try:
+                self._ensure_blocks(0)
+            except Exception:
+                log.exception("node %s could not claim an IPAM block", self.node)
+                return
+        self._cidr_ready.set()
+        self._spawn(self._report_network_status())
+
+    def _ensure_blocks(self, starting: int) -> None:
+        assert self.blocks is not None
+        if self.blocks.ensure(starting) or not self.networks:
+            net_d = write_pod_network(self.spec, self.dirs, self.node, self.blocks.mine())
+            self.networks = [as_conflist(loopback_network(self.spec)), load_conflist(net_d)]
 
     async def _report_network_status(self) -> None:
         """Ask the pod network's plugins for STATUS (CNI 1.1) and report it on the Node,
@@ -375,7 +415,15 @@ class NodeAgent:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
-            record = await loop.run_in_executor(self.pool, self._create_pod_sync, pod)
+            if self.blocks is not None:
+                async with self._block_lock:  # one claim at a time, counting pods in flight
+                    self._ensure_blocks(self._starting)
+                    self._starting += 1
+            try:
+                record = await loop.run_in_executor(self.pool, self._create_pod_sync, pod)
+            finally:
+                if self.blocks is not None:
+                    self._starting -= 1
         except Exception as exc:
             log.exception("pod %s/%s failed", ns, name)
             self._set_failed(pod, f"{type(exc).__name__}: {exc}")
@@ -554,4 +602,6 @@ class NodeAgent:
         for uid in list(self.pods):
             await self._teardown_pod(uid)
         await self.policy.shutdown()
+        if self.bgp is not None:
+            await self.bgp.stop()
 

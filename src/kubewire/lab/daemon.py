@@ -35,7 +35,7 @@ from kubewire.cni.shim import install_plugins
 from kubewire.controllers import nodes as node_ctl
 from kubewire.controllers.admission import pod_range_problems
 from kubewire.kernel import hostlimits, netns
-from kubewire.lab import announcer, clusterdns, names, topology, upstream
+from kubewire.lab import announcer, blockipam, clusterdns, names, topology, tor, upstream
 from kubewire.lab.agent import NodeAgent
 from kubewire.lab.controlplane import ControlPlane
 from kubewire.lab.servicecontrol import ServiceController
@@ -70,6 +70,7 @@ class LabDaemon:
         self.podserver_proc: subprocess.Popen[bytes] | None = None
         self.plugin_server: PluginServer | None = None
         self.upstream_dns: runner.ProcessRecord | None = None
+        self.tor_bird: runner.ProcessRecord | None = None
         self._stop = asyncio.Event()
 
     # -- start-up ----------------------------------------------------------------
@@ -82,6 +83,8 @@ class LabDaemon:
             self.store.put(_namespace(ns))
         for obj in clusterdns.addon_objects(self.spec):
             self._put_user_object(obj)
+        if self.spec.network.backend == "bgp":
+            self._put_user_object(blockipam.default_pool(self.spec.pod_cidr))
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.pool, topology.create_underlay, self.lab)
         # The "external client": a plain host on the underlay, outside the cluster, at the
@@ -100,6 +103,12 @@ class LabDaemon:
                 netns.netns_path(names.host_netns(self.lab, EXTERNAL_HOST)), external.ip,
                 self.dirs.root / "upstream", [self.spec.pod_cidr, self.spec.underlay_cidr],
                 pid_file=self.dirs.pids / "upstream-dns.json"))
+        if self.spec.network.backend == "bgp":
+            # The external host is the rack's ToR router: BIRD, waiting for node sessions.
+            self.tor_bird = await loop.run_in_executor(self.pool, functools.partial(
+                tor.start_tor, netns.netns_path(names.host_netns(self.lab, EXTERNAL_HOST)),
+                external.ip, self.spec.underlay_cidr, self.dirs.root / "tor",
+                pid_file=self.dirs.pids / tor.RECORD_NAME))
         if self.spec.cni == "kubewire":
             sock = self.dirs.root / "cni.sock"
             self.plugin_server = PluginServer(sock, max_workers=8)
@@ -171,7 +180,8 @@ class LabDaemon:
         for n in new:
             self.underlay[n.name] = IPv4Address(str(addresses[n.name]))
             agent = NodeAgent(self.lab, n.name, dict(n.labels), self.underlay[n.name], spec,
-                              self.store, self.store.put, self.pool, self.podserver)
+                              self.store, self.store.put, self.pool, self.podserver,
+                              dict(n.annotations))
             self.agents[n.name] = (agent, asyncio.create_task(agent.run()))
 
     async def _remove_node(self, name: str) -> None:
@@ -207,6 +217,8 @@ class LabDaemon:
             return reply
         if op == "status":
             return {"ok": True, **self.status()}
+        if op == "bgp":
+            return self.bgp_status(request)
         if op == "wait":
             return await self.wait(float(request.get("timeout", 60)))
         if op == "shutdown":
@@ -444,6 +456,28 @@ class LabDaemon:
         finally:
             watch.close()
 
+    def bgp_status(self, request: dict[str, Any]) -> dict[str, Any]:
+        """`kubewire bgp peers|routes`: every node's speaker, or one node's."""
+        if self.spec.network.backend != "bgp":
+            return {"ok": False, "error": f"lab {self.lab} routes with "
+                    f"{self.spec.network.backend}, not bgp: no node runs a BGP speaker "
+                    "(set spec.network.backend: bgp in the Cluster)"}
+        node = request.get("node")
+        if node is not None and node not in self.agents:
+            return {"ok": False, "error": f'nodes "{node}" not found'}
+        rows: list[dict[str, Any]] = []
+        problems = {}
+        for name, (agent, _) in sorted(self.agents.items()):
+            if (node is not None and name != node) or agent.bgp is None:
+                continue
+            if agent.bgp.problem:
+                problems[name] = agent.bgp.problem
+            if request.get("what") == "routes":
+                rows += agent.bgp.routes(request.get("prefix"))
+            else:
+                rows += agent.bgp.peers()
+        return {"ok": True, "items": rows, "problems": problems}
+
     def shutdown(self) -> None:
         """Stop our own helpers; the kernel objects are removed by `kubewire down`."""
         if self.plugin_server:
@@ -452,6 +486,8 @@ class LabDaemon:
             self.podserver_proc.terminate()
         if self.upstream_dns is not None:
             upstream.stop_upstream(self.upstream_dns)
+        if self.tor_bird is not None:
+            tor.stop_tor(self.tor_bird)
 
 
 def _namespace(name: str) -> dict[str, Any]:

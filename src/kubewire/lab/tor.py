@@ -64,6 +64,9 @@ protocol bgp nodes {{
   neighbor range {underlay} external;
   dynamic name "node";
   hold time 30;
+  # BIRD waits 60-300 s after a session error before it accepts that peer again; a lab
+  # that fixes a misconfigured BGPPeer should see the session back in seconds.
+  error wait time 1, 5;
   ipv4 {{ import all; export all; }};
 }}
 """
