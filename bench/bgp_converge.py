@@ -125,7 +125,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=120.0)
     args = ap.parse_args()
     result = run(args.nodes, args.reflectors, args.timeout)
-    mode = f"{args.reflectors} route reflectors" if args.reflectors else "full mesh"
+    plural = "s" if args.reflectors > 1 else ""
+    mode = f"{args.reflectors} route reflector{plural}" if args.reflectors else "full mesh"
     print(json.dumps({"nodes": args.nodes, "mode": mode, **result}))
     print(f"| {args.nodes} + 1 | {mode} | {result['up']:.1f} s | "
           f"{result['join'] * 1000:.0f} ms | {result['apply_returned'] * 1000:.0f} ms |")
