@@ -138,11 +138,14 @@ def test_go_server_in_a_pod_is_woken_by_the_net_poller(toolchain: str, tmp_path:
         stats = {g.g: g for g in report.goroutines}
         serve = {g.g for g in report.goroutines if g.func == "net/http.(*conn).serve"}
         assert set(handlers) <= serve
-        for g in handlers:  # each handler goroutine was woken by the poller
-            assert dict(stats[g].by_cause).get(Cause.NETPOLL, 0) >= 1, stats[g]
-        netpoll_in_handlers = sum(dict(stats[g].by_cause).get(Cause.NETPOLL, 0)
-                                  for g in handlers)
-        assert netpoll_in_handlers >= len(jobs) * (REQUESTS_PER_CONN - 1) // 2
+        # Between two requests a handler goroutine parks and is woken either by the poller
+        # (it was blocked reading the socket) or by its connection's background reader
+        # (net/http's connReader.backgroundRead, itself woken by the poller, hands the
+        # next request over through a sync.Cond): the trace shows which, per wake-up.
+        for g in handlers:
+            causes = dict(stats[g].by_cause)
+            woken = causes.get(Cause.NETPOLL, 0) + causes.get(Cause.GOROUTINE, 0)
+            assert woken >= REQUESTS_PER_CONN - 1, stats[g]
         # the accept loop (Serve on the main goroutine) was woken once per connection
         accept = [w for w in report.waits if w.cause is Cause.NETPOLL
                   and w.g not in serve]
