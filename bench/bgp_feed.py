@@ -9,8 +9,9 @@ Three throwaway namespaces (always removed), joined by two veth pairs:
 
 The feeder is a small process written with the kubewire.bgp codec: it builds the whole table
 as pre-encoded UPDATEs before it connects (``--per-update`` prefixes share one attribute set,
-several such sets vary the AS_PATH and MED, as in a real full-table feed), opens an eBGP
-session (hold time 0), notes the moment it sends the KEEPALIVE that makes the session
+several such sets vary the AS_PATH and MED, as in a real full-table feed; ``--mixed``
+mixes prefix lengths /16-/24 instead of sending only /24s), opens an eBGP session (hold
+time 0), notes the moment it sends the KEEPALIVE that makes the session
 Established, and writes the stream as fast as the receiver reads it. The receivers run one
 after the other (BIRD first, then ours), so they do not compete for the 2 CPUs:
 
@@ -73,13 +74,26 @@ def _emit(obj: dict[str, object]) -> None:
 # --- the table ---------------------------------------------------------------------------
 
 
-def table_prefixes(n: int) -> list[IPv4Network]:
-    """n distinct /24s from 16.0.0.0 up (just data: no receiver programs a kernel)."""
+# --mixed: the length of prefix i by i % 32 (the rest are /24s, ~72%), and by i % 256 for
+# the two shortest. One of each length per aligned block of 32 /24s (two for 20-23, in
+# different halves) keeps every prefix distinct.
+_MIXED = {1: 23, 17: 23, 2: 22, 18: 22, 3: 21, 19: 21, 5: 20, 21: 20, 7: 19}
+
+
+def table_prefixes(n: int, mixed: bool = False) -> list[IPv4Network]:
+    """n distinct /24s from 16.0.0.0 up (just data: no receiver programs a kernel); with
+    ``mixed``, lengths /16-/24 in the proportions of ``_MIXED`` (NLRI of mixed lengths)."""
     base = 16 << 24
-    return [IPv4Network((base + (i << 8), 24)) for i in range(n)]
+    if not mixed:
+        return [IPv4Network((base + (i << 8), 24)) for i in range(n)]
+    out = []
+    for i in range(n):
+        plen = {255: 16, 254: 18}.get(i % 256) or _MIXED.get(i % 32, 24)
+        out.append(IPv4Network((base + (i << 8), plen), strict=False))
+    return out
 
 
-def build_stream(n: int, per_update: int, next_hop: str) -> bytes:
+def build_stream(n: int, per_update: int, next_hop: str, mixed: bool = False) -> bytes:
     """The whole feed as UPDATE messages, each at most 4096 octets."""
     from kubewire.bgp.attributes import (
         AsPath,
@@ -91,7 +105,7 @@ def build_stream(n: int, per_update: int, next_hop: str) -> bytes:
     from kubewire.bgp.constants import Origin, SegmentType
     from kubewire.bgp.update import Update
 
-    prefixes = table_prefixes(n)
+    prefixes = table_prefixes(n, mixed)
     nh = NextHop(IPv4Address(next_hop))
     out = bytearray()
     chunk = min(per_update, 900)  # 900 /24s = 3600 octets of NLRI: fits one message
@@ -131,7 +145,7 @@ def feeder(args: argparse.Namespace) -> int:
     from kubewire.bgp.constants import Afi, Safi
     from kubewire.bgp.messages import Keepalive, Multiprotocol, Open
 
-    stream = build_stream(args.prefixes, args.per_update, args.local)
+    stream = build_stream(args.prefixes, args.per_update, args.local, args.mixed)
     _emit({"event": "built", "octets": len(stream)})
     deadline = _now() + args.timeout
     while True:
@@ -335,7 +349,8 @@ def _feed(ns: Path, work: Path, role: str, args: argparse.Namespace) -> Proc:
     local, target = NETS[role]
     return Proc(ns, [sys.executable, __file__, "_feed", "--local", local, "--target", target,
                      "--prefixes", str(args.prefixes), "--per-update", str(args.per_update),
-                     "--timeout", str(args.timeout)], work / f"feed-{role}.log", stdout=True)
+                     "--timeout", str(args.timeout), *(["--mixed"] if args.mixed else [])],
+                work / f"feed-{role}.log", stdout=True)
 
 
 def run_bird(nss: dict[str, Path], work: Path, args: argparse.Namespace,
@@ -438,6 +453,7 @@ def orchestrate(args: argparse.Namespace) -> int:
             for run in (run_bird, run_kw):
                 r = run(nss, work, args, procs)
                 r["per_update"] = args.per_update
+                r["mixed"] = args.mixed
                 results.append(r)
                 _emit(r)
     finally:
@@ -465,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="prefixes sharing one attribute set (one UPDATE, at most 900)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per receiver")
     ap.add_argument("--keep-logs", action="store_true")
+    ap.add_argument("--mixed", action="store_true",
+                    help="prefix lengths /16-/24 (72%% /24s) instead of only /24s")
     ap.add_argument("--on-change", action="store_true",
                     help="give our speaker an on_change listener that reads every change"
                          " (as a kernel route programmer would) and time it by that")

@@ -121,6 +121,7 @@ ops = st.one_of(
     st.tuples(st.just("down"), st.integers(0, 2)),
     st.tuples(st.just("originate"), st.sampled_from(UNIVERSE)),
     st.tuples(st.just("unoriginate"), st.sampled_from(UNIVERSE)),
+    st.tuples(st.just("igp")),  # the "unreachable" next hop flips, then reresolve()
 )
 
 
@@ -146,11 +147,12 @@ def _summary(d: Decision | None) -> object:
             len(d.candidates))
 
 
-def _cost(nh: object) -> int | None:
-    return None if nh == UNREACHABLE else 1
-
-
 def _check_model(script: list[tuple[Any, ...]], policy: RoutePolicy | None) -> None:
+    igp = {"up": False}  # is UNREACHABLE reachable now?
+
+    def _cost(nh: object) -> int | None:
+        return 5 if nh == UNREACHABLE and igp["up"] else None if nh == UNREACHABLE else 1
+
     rib = Rib(CFG, igp_cost=_cost, import_policy=policy)
     model: dict[Peer, dict[IPv4Network, PathAttributes]] = {p: {} for p in PEERS}
     local: dict[IPv4Network, PathAttributes] = {}
@@ -180,6 +182,9 @@ def _check_model(script: list[tuple[Any, ...]], policy: RoutePolicy | None) -> N
             attrs = PathAttributes(next_hop=IPv4Address("9.0.0.1"))
             changes = rib.originate(op[1], attrs)
             local[op[1]] = attrs
+        elif kind == "igp":
+            igp["up"] = not igp["up"]
+            changes = rib.reresolve()
         else:
             changes = rib.withdraw_local(op[1])
             local.pop(op[1], None)

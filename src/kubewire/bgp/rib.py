@@ -2,7 +2,8 @@
 RFC 4271 5 and RFC 4456 (route reflection).
 
 ``Rib`` is plain state driven by method calls: ``receive`` (an RFC 7606-processed UPDATE from
-a peer), ``peer_down``, ``originate``/``withdraw_local``. Each returns the Loc-RIB changes.
+a peer), ``peer_down``, ``originate``/``withdraw_local``. Each returns the Loc-RIB changes
+(the ``*_batch`` forms return them compactly; see README.md for the data layout).
 ``AdjRibOut.sync`` turns the routes a peer should have into the UPDATEs that get it there.
 """
 
@@ -74,19 +75,54 @@ class _Src:
         return Path(prefix, self.attrs, self.peer, 0, self.igp_cost, self.received)
 
 
-_Entry = _Src | Decision
+class _Pick:
+    """A decision among shared entries only (no local route, no import policy): the same
+    for every prefix whose candidates are exactly these entries, so one object serves all
+    the prefixes two UPDATEs (two full tables) have in common, and ``decide()`` runs once
+    per combination instead of once per prefix. ``cands`` in ``decide()``'s order."""
+
+    __slots__ = ("best", "cands", "multipath", "reason", "steps")
+
+    def __init__(self, d: Decision, srcs: dict[int, _Src]) -> None:
+        self.cands = tuple(srcs[id(p)] for p in d.candidates)
+        index = {id(p): i for i, p in enumerate(d.candidates)}
+        self.best = index[id(d.best)]
+        self.multipath = tuple(index[id(p)] for p in d.multipath)
+        self.reason = d.reason
+        self.steps = d.steps
+
+    @property
+    def peer(self) -> Peer:
+        return self.cands[self.best].peer
+
+    def same(self, other: object) -> bool:
+        return isinstance(other, _Pick) and len(self.cands) == len(other.cands) and all(
+            a is b for a, b in zip(self.cands, other.cands, strict=True)) and (
+            self.best, self.multipath, self.reason, self.steps) == (
+            other.best, other.multipath, other.reason, other.steps)
+
+    def decision(self, prefix: Prefix) -> Decision:
+        paths = tuple(_fast_path(prefix, s) for s in self.cands)
+        return Decision(paths[self.best], self.reason,
+                        tuple(paths[i] for i in self.multipath), paths, self.steps)
+
+
+_Entry = _Src | _Pick | Decision
+"""A Loc-RIB entry: a ``_Src`` when it is the prefix's only usable path (the Decision,
+"only path", is built when someone asks), a ``_Pick`` among shared entries, else the
+``Decision``."""
 _NO_ROUTE = object()  # an explicit Loc-RIB entry: held, but no usable path
 _MISSING = object()
-"""A Loc-RIB entry: a ``_Src`` when it is the prefix's only usable path (the Decision,
-"only path", is built when someone asks), else the ``Decision``."""
 
 
 def _decision(prefix: Prefix, entry: _Entry) -> Decision:
-    if isinstance(entry, Decision):
-        return entry
-    path = entry.path(prefix)
-    one = (path,)
-    return Decision(path, DecisionReason.ONLY_PATH, one, one, ())
+    if isinstance(entry, _Src):
+        return _only_path(prefix, entry)
+    return entry.decision(prefix) if isinstance(entry, _Pick) else entry
+
+
+def _entry_peer(entry: _Entry) -> Peer | None:
+    return entry.best.peer if isinstance(entry, Decision) else entry.peer
 
 
 def _slot_setters(cls: type, names: str) -> list[Callable[[object, object], None]]:
@@ -102,8 +138,8 @@ _DECISION_SET = _slot_setters(Decision, "best reason multipath candidates steps"
 _CHANGE_SET = _slot_setters(RibChange, "prefix old new")
 
 
-def _only_path(prefix: Prefix, src: _Src) -> Decision:
-    """``_decision`` for a ``_Src``, built as described above."""
+def _fast_path(prefix: Prefix, src: _Src) -> Path:
+    """``src.path(prefix)``, built as described above."""
     path = _new(Path)
     a, b, c, d, e, f = _PATH_SET
     a(path, prefix)
@@ -112,6 +148,12 @@ def _only_path(prefix: Prefix, src: _Src) -> Decision:
     d(path, 0)
     e(path, src.igp_cost)
     f(path, src.received)
+    return path
+
+
+def _only_path(prefix: Prefix, src: _Src) -> Decision:
+    """The "only path" Decision for a ``_Src``, built as described above."""
+    path = _fast_path(prefix, src)
     one = (path,)
     dec = _new(Decision)
     a, b, c, d, e = _DECISION_SET
@@ -144,7 +186,7 @@ class ChangePart:
         when they differ or were withdrawn."""
         if self.news is not None or self.new is None:
             return False
-        return self.new.peer if isinstance(self.new, _Src) else self.new.best.peer
+        return _entry_peer(self.new)
 
 
 @dataclass(slots=True)
@@ -236,6 +278,8 @@ class Rib:
         self._in: dict[Peer, dict[int, _Src]] = {}
         self._loc: dict[int, _Entry | object] = {}  # explicit entries only: see _best
         self._count = 0  # prefixes with a best path
+        # ids of a candidate combination -> (the entries, kept so the ids stay theirs, pick)
+        self._picks: dict[tuple[int, ...], tuple[tuple[_Src, ...], _Pick | None]] = {}
         self._clock = 0
         # id(attribute tuple), family, peer -> (the tuple, kept so the id stays its, ...)
         self._memo: dict[tuple[int, Afi, Peer], tuple[tuple[Attribute, ...], PathAttributes,
@@ -406,8 +450,9 @@ class Rib:
         # The old best of an uncontested prefix: its explicit entry if it has one (dropped
         # now: the prefix goes implicit), else the path ``peer`` had, if usable.
         explicit = loc.keys() & ks if loc else ()
-        if explicit or any(was):
-            olds: list[_Entry | None] = []
+        olds: list[_Entry | None]
+        if explicit:
+            olds = []
             for k, o in zip(ks, was, strict=True):
                 if k in explicit:
                     e = loc.pop(k)
@@ -415,7 +460,11 @@ class Rib:
                 else:
                     olds.append(o if o is not None and not o.rejected and o.igp_cost is not None
                                 else None)
-            held = sum(o is not None for o in olds)
+            held = len(olds) - olds.count(None)
+        elif any(was):  # replaced or withdrawn: the old paths were the best where usable
+            olds = [o if o is not None and not o.rejected and o.igp_cost is not None else None
+                    for o in was]
+            held = len(olds) - olds.count(None)
         else:
             olds = [None] * len(ks)
             held = 0
@@ -448,7 +497,7 @@ class Rib:
         """The decision process for each of ``keys`` over every candidate; the result is
         stored explicitly. ``changed``: the peer whose table changed (the implicit old best
         was not its entry then); ``prev``: the old entries, when taken beforehand."""
-        loc, local, config = self._loc, self._local, self.config
+        loc, local, config, picks = self._loc, self._local, self.config, self._picks
         tables = list(self._in.values())
         policy = self.import_policy
         ks: list[int] = []
@@ -490,6 +539,27 @@ class Rib:
                 else:
                     one = (c,)
                     new = Decision(c, DecisionReason.ONLY_PATH, one, one, ())
+            elif policy is None and (not local or k not in local):
+                # shared entries only: one decide() per combination of them
+                ids = tuple(map(id, cands))
+                hit = picks.get(ids)
+                if hit is not None and all(a is b for a, b in zip(hit[0], cands, strict=True)):
+                    new = hit[1]
+                else:
+                    if prefix is None:
+                        prefix = key_prefix(k)
+                    p = prefix
+                    srcs = {}
+                    paths = []
+                    for c in cands:
+                        path = c.path(p)  # type: ignore[union-attr]
+                        srcs[id(path)] = c
+                        paths.append(path)
+                    d = decide(paths, config)
+                    new = None if d is None else _Pick(d, srcs)  # type: ignore[arg-type]
+                    if len(picks) >= 65536:
+                        picks.clear()
+                    picks[ids] = (tuple(cands), new)  # type: ignore[arg-type]
             else:
                 if prefix is None:
                     prefix = key_prefix(k)
@@ -502,7 +572,7 @@ class Rib:
                 loc.pop(k, None)
             if old is new or (
                 isinstance(old, Decision) and isinstance(new, Decision) and old == new
-            ):
+            ) or (isinstance(old, _Pick) and old.same(new)):
                 continue
             self._count += (new is not None) - (old is not None)
             ks.append(k)
@@ -524,10 +594,8 @@ class Rib:
                 prefix = key_prefix(k)
                 c = _new(RibChange)
                 set_prefix(c, prefix)
-                set_old(c, None if old is None else _only_path(prefix, old)
-                        if isinstance(old, _Src) else old)
-                set_new(c, None if new is None else _only_path(prefix, new)
-                        if isinstance(new, _Src) else new)
+                set_old(c, None if old is None else _decision(prefix, old))
+                set_new(c, None if new is None else _decision(prefix, new))
                 append(c)
         return out
 
@@ -555,9 +623,7 @@ class Rib:
     def entry_best_peer(self, key: int) -> Peer | bool | None:
         """Where the best path for a prefix key came from (None: local; False: no route)."""
         e = self._best(key)
-        if e is None:
-            return False
-        return e.peer if isinstance(e, _Src) else e.best.peer
+        return False if e is None else _entry_peer(e)
 
     def received(self, peer: Peer) -> int:
         return len(self._in.get(peer, ()))
