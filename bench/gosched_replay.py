@@ -112,7 +112,8 @@ def _run(args: argparse.Namespace, tmp: Path) -> int:
     print(f"replayed {n} events: replay alone {n / r / 1e3:.0f}k events/s, parse alone "
           f"{n / p / 1e3:.0f}k/s, parse+replay {n / b / 1e3:.0f}k/s (best of {repeat}, "
           f"Python {sys.version.split()[0]}); model agreement {res.agreement * 100:.2f} % of "
-          f"{res.decisions} decisions")
+          f"{res.decisions} decisions ({res.several_possible} of them among several equally "
+          "possible goroutines)")
     if not args.smoke and n < 1_000_000:
         print("warning: fewer than 1M events; raise --goroutines", file=sys.stderr)
     return 0

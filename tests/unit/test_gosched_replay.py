@@ -69,17 +69,24 @@ def test_without_runnext_the_model_is_far_lower(name: str) -> None:
     assert bad.agreement < 0.9, bad.agreement
 
 
-# Multi-P and network workloads: the acceptance figure is 99 %. The 4-P CPU traces reach
-# 98 %: the misses are races the trace cannot order (README.md, "What a trace cannot tell").
-@pytest.mark.parametrize(
-    ("name", "floor"),
-    [("cpu-new", 0.98), ("cpu-old", 0.98), ("net-new", 0.99), ("net-old", 0.99)],
-)
-def test_multi_p_and_network_workloads(name: str, floor: float) -> None:
+# Multi-P and network workloads: the acceptance figure is 99 %.
+@pytest.mark.parametrize("name", ["cpu-new", "cpu-old", "net-new", "net-old"])
+def test_multi_p_and_network_workloads(name: str) -> None:
     res = replay(_events(name))
     assert res.decisions > 2_500
-    assert res.agreement >= floor, (res.agreement, res.misses[:10])
+    assert res.agreement >= 0.99, (res.agreement, res.misses[:10])
     assert res.gomaxprocs in (2, 4)
+    # decisions the trace cannot settle (a random victim, racing puts, a silent thief) are
+    # explained only when the rules give several goroutines; they stay a small share
+    assert res.several_possible <= 0.02 * res.decisions, res.several_possible
+    assert res.explained - res.several_possible >= 0.975 * res.decisions
+
+
+def test_several_possible_is_zero_where_nothing_races() -> None:
+    for name in ("spawn-new", "spawn-old", "ticker-new", "ticker-old"):
+        res = replay(_events(name))
+        assert res.several_possible == 0, name
+        assert res.to_dict()["several_possible"] == 0
 
 
 def test_network_trace_explains_net_poller_wake_ups() -> None:

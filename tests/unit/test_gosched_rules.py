@@ -183,3 +183,53 @@ def test_a_schedtick_slip_costs_two_decisions_not_two_every_61() -> None:
     res = replay(evs)
     assert res.decisions - res.explained == 2, res.misses
     assert [m.rule for m in res.misses] == ["global61", "phase"]
+
+
+def _two_ps(n_ps: int = 3) -> list[Event]:
+    """P0 runs goroutine 1; the other Ps are idle."""
+    evs = [ev(Kind.PROCS_CHANGE, 0, -1, (n_ps, 0)), ev(Kind.PROC_STATUS, -1, -1, (0, 1))]
+    evs += [ev(Kind.PROC_STATUS, -1, -1, (p, 2)) for p in range(1, n_ps)]
+    return [*evs, ev(Kind.GO_STATUS, 0, -1, (1, 1, 2))]
+
+
+def test_a_late_stamped_steal_brings_the_ring_head_along() -> None:
+    # ring 10..13 (runnext 14): a thief running 11 took half of a ring of 3 (10, 11), so 10
+    # sits on its ring and the victim goes on with 12
+    evs = [*_two_ps(2), *(create(0, 1, 10 + i) for i in range(5)),
+           ev(Kind.PROC_START, -1, -1, (1, 1)), start(1, 11), end(1, 11), start(1, 10)]
+    res = replay(evs)
+    assert res.explained == res.decisions == 2, res.misses
+    assert res.by_rule["steal"] == (1, 1) and res.by_rule["local"] == (1, 1)
+
+
+def test_a_silent_thief_holds_what_it_took() -> None:
+    # ring 10..15, runnext 16; P2 starts searching and its M stalls; P1 then runs 13, deeper
+    # than half the ring: only if P2 took the head first (10..12, running 12) can it be so
+    evs = [*_two_ps(3), *(create(0, 1, 10 + i) for i in range(7)),
+           ev(Kind.PROC_START, -1, -1, (2, 1)), ev(Kind.PROC_START, -1, -1, (1, 1)),
+           start(1, 13), end(1, 13),
+           start(1, 14), end(1, 14),  # P1 steals again: its ring never held 10..12
+           ev(Kind.PROC_START, -1, -1, (2, 2)), start(2, 12)]  # P2's M finally runs
+    res = replay(evs)
+    assert res.explained == res.decisions == 3, res.misses
+    # a split of the ring the trace, not the rules, settled: counted as such
+    assert res.several_possible == 3
+    assert res.to_dict()["several_possible"] == 3
+
+
+def test_racing_puts_to_the_global_queue_may_land_in_either_order() -> None:
+    # P0 and P1 each Gosched a goroutine; P1's put window (its GoStop to its next event)
+    # overlaps P0's, so P2 may find P0's goroutine first
+    evs = [*_two_ps(3), ev(Kind.PROC_STATUS, -1, -1, (1, 1)), ev(Kind.GO_STATUS, 1, -1, (2, 1, 2))]
+    evs += [ev(Kind.GO_STOP, 1, 2, (0, 0), "runtime.Gosched"),
+            ev(Kind.GO_STOP, 0, 1, (0, 0), "runtime.Gosched"),
+            ev(Kind.PROC_START, -1, -1, (2, 1)), start(2, 1)]
+    res = replay(evs)
+    assert res.explained == res.decisions == 1 and res.several_possible == 1
+    # with the windows apart (P1 moved on before P0 stopped) the order is the trace's
+    evs2 = [*_two_ps(3), ev(Kind.PROC_STATUS, -1, -1, (1, 1)),
+            ev(Kind.GO_STATUS, 1, -1, (2, 1, 2)), ev(Kind.GO_STOP, 1, 2, (0, 0), "runtime.Gosched"),
+            ev(Kind.PROC_STOP, 1, -1, ()), ev(Kind.GO_STOP, 0, 1, (0, 0), "runtime.Gosched"),
+            ev(Kind.PROC_START, -1, -1, (2, 1)), start(2, 1)]
+    res2 = replay(evs2)
+    assert res2.explained == 0 and res2.misses[0].predicted == 2

@@ -13,6 +13,10 @@ be explained by, in the order findRunnable tries them:
 - ``steal``: the last goroutine of half a victim's ring (its runnext only on the last pass);
 - ``syscall``: a goroutine leaving a syscall without its P that took an idle P at once;
 - ``phase``: a decision that told the model a P's schedtick phase (unknown at trace start).
+
+Where the rules give several equally possible goroutines and the trace cannot say which (a
+random steal victim, puts racing for sched.lock, a steal stamped late), a decision that ran
+one of them is explained and also counted in ``several_possible`` (README.md).
 """
 
 from __future__ import annotations
@@ -34,8 +38,13 @@ GC_P = 1000004
 # unparks them: the trace reader and idle GC mark workers park with these.
 _DIRECT_REASONS = frozenset({"system goroutine wait", "GC worker (idle)", ""})
 _NETWORK = "network"
-# Puts on the global queue by different Ps closer than this may be in either order.
-_PUT_RACE_NS = 2_000
+# A put on the global queue happens after its GoStop is stamped and before the P's next
+# event: puts by different Ps whose windows overlap took sched.lock in an order the trace does
+# not record. An open window ends here (no later event on that P yet).
+_OPEN = 1 << 62
+# How far behind the head a racing put is looked for (keeps the check cheap).
+_RACE_DEPTH = 16
+_NO_PUT = [0, -1, 0]
 # Start functions of goroutines the runtime wakes with injectglist (ring tail, or global for
 # idle Ps) instead of ready's runnext: the scavenger (scavengerState.wake, Go 1.19 and 1.27).
 _INJECTED_STARTS = frozenset({"runtime.bgscavenge"})
@@ -47,10 +56,12 @@ _PROC_IDLE = 2
 class _P:
     """One P: runnext, the local ring, its schedtick and what the trace says it runs."""
 
-    __slots__ = ("cur", "direct", "idle", "last_spill", "pending", "phase", "relearn",
-                 "runnext", "runq", "slice_ts", "started", "tick")
+    __slots__ = ("batch_tail", "cur", "direct", "free_ts", "hidden", "idle", "last_put",
+                 "last_spill", "pending", "phase", "pid", "relearn", "runnext", "runq",
+                 "slice_ts", "started", "tick")
 
-    def __init__(self, interval: int) -> None:
+    def __init__(self, interval: int, pid: int = -1) -> None:
+        self.pid = pid
         self.runnext = -1
         self.runq: deque[int] = deque()
         # schedticks seen since the trace began; the phase (schedtick at trace start, modulo
@@ -72,6 +83,16 @@ class _P:
         self.pending: tuple[int, list[int]] | None = None
         # what the last spill moved to the global queue: the ring's older half, then the new one
         self.last_spill: list[int] = []
+        # this P's last put on the global queue, whose window its next event closes
+        self.last_put: list[int] | None = None
+        # a steal that another, still silent, thief may have preceded: that thief's P and
+        # the goroutines (now on this ring) it may have taken; this P's next decision tells
+        self.hidden: tuple[int, set[int]] | None = None
+        # when the P last let go of a goroutine (its search for the next began)
+        self.free_ts = 0
+        # the end of its last batch from the global queue that a smaller queue would not have
+        # taken: puts racing with the grab may have landed after it
+        self.batch_tail: list[int] | None = None
 
 
 class _Tentative:
@@ -130,7 +151,8 @@ class Replayer:
         self._pending: set[int] = set()  # Ps with an open phase question
         self._reason: dict[int, str] = {}  # last block reason per goroutine
         self._injected: set[int] = set()  # goroutines whose wake-up uses injectglist
-        self._gput: dict[int, tuple[int, int]] = {}  # global-queue puts: goroutine -> (ts, P)
+        # global-queue puts: goroutine -> [GoStop ts, P, end of the put's window]
+        self._gput: dict[int, list[int]] = {}
         # what the trace last said of each goroutine (1 runnable, 2 running, 4 waiting or
         # dead): a queued goroutine the trace shows doing something else is a stale entry
         self._st: dict[int, int] = {}
@@ -140,6 +162,13 @@ class Replayer:
         self._by_rule: dict[str, list[int]] = {}
         self.n_decisions = 0
         self.n_explained = 0
+        self.n_several = 0
+        self._several_next = False  # the next decision settles a hidden thief's share
+        # goroutines a silent thief took to run next: goroutine -> the P whose decision showed
+        # it did not take them itself
+        self._held: dict[int, int] = {}
+        # (decision number, P): the thief _settle_hidden names for this decision's _skip
+        self._prefer_thief = (-1, -1)
         self.events = 0
         self.preemptions = 0
         self.preemptions_after_slice = 0
@@ -258,6 +287,7 @@ class Replayer:
             preemptions=self.preemptions,
             preemptions_after_slice=self.preemptions_after_slice,
             notes=tuple(notes),
+            several_possible=self.n_several,
         )
 
     def _set_version(self, v: int) -> None:
@@ -268,7 +298,7 @@ class Replayer:
     def _p(self, p: int) -> _P:
         ps = self._ps.get(p)
         if ps is None:
-            ps = self._ps[p] = _P(self._k)
+            ps = self._ps[p] = _P(self._k, p)
         return ps
 
     # -- queue primitives (runqput, runqputslow, globrunqget, runqsteal) -------------------
@@ -294,11 +324,47 @@ class Replayer:
     def _glob_batch(self, ps: _P) -> int:
         glob = self._glob
         n = min(len(glob), len(glob) // max(1, self._gomaxprocs) + 1, self._batch_max)
+        absent = 0
+        if n > 1 and self._gput:
+            # puts by other Ps whose window reaches past the moment this P began its search
+            # may have landed after the grab, and a shorter queue gives a smaller batch
+            gput = self._gput
+            for i in range(1, min(len(glob), _RACE_DEPTH) + 1):
+                rec = gput.get(glob[-i])
+                if rec is None or rec[2] <= ps.free_ts:
+                    break
+                if rec[1] != ps.pid:  # its own put came before its search
+                    absent += 1
         g = glob.popleft()
         q = ps.runq
         for _ in range(n - 1):
             q.append(glob.popleft())
+        ps.batch_tail = None
+        if absent:
+            k = len(glob) + n - absent
+            n_min = min(k, k // max(1, self._gomaxprocs) + 1, self._batch_max)
+            if n_min < n:
+                ps.batch_tail = list(q)[n_min - n:]
         return g
+
+    def _unbatch(self, g: int, p: int) -> bool:
+        """``g`` is at the end of another P's last batch grab, in the part a queue without
+        the puts racing with that grab would not have given it: move that part back to the
+        global queue's head."""
+        for q, v in self._ps.items():
+            tail = v.batch_tail
+            if q == p or tail is None or g not in tail:
+                continue
+            back = tail[tail.index(g):]
+            ring = v.runq
+            if len(ring) < len(back) or list(ring)[-len(back):] != back:
+                return False
+            for _ in back:
+                ring.pop()
+            self._glob.extendleft(reversed(back))
+            v.batch_tail = None
+            return True
+        return False
 
     def _steal_candidates(self, p: int) -> list[tuple[int, int, int]]:
         """(goroutine, victim, n): what stealing from each victim would run.
@@ -361,15 +427,20 @@ class Replayer:
     # -- the decision ----------------------------------------------------------------------
 
     def _record(self, ts: int, p: int, pred: int, g: int, rule: str, ok: bool,
-                tentative: bool = False) -> None:
+                tentative: bool = False, several: bool = False) -> None:
         self.n_decisions += 1
         c = self._by_rule.get(rule)
         if c is None:
             c = self._by_rule[rule] = [0, 0]
         c[0] += 1
+        if self._several_next:
+            several = True
+            self._several_next = False
         if ok:
             self.n_explained += 1
             c[1] += 1
+            if several:
+                self.n_several += 1
         elif not tentative and len(self._misses) < self.max_misses:
             self._misses.append(Miss(ts, p, pred, g, rule))
         if self.keep_decisions:
@@ -389,6 +460,9 @@ class Replayer:
             ps.cur = g
             return
         ps.cur = g
+        if ps.last_put is not None:
+            ps.last_put[2] = ev.ts
+            ps.last_put = None
         started = ps.started
         ps.started = False
         if self._pending:
@@ -404,6 +478,11 @@ class Replayer:
                         self._resolve(tok)
                 self._finish(ps, ev.ts, p, g if ok else -1, g, "steal", ok, inherit=False)
                 return
+        if self._held:
+            other = self._held.pop(g, -1)
+            if other >= 0 and other != p:
+                self._finish(ps, ev.ts, p, g, g, "steal", True, inherit=False, several=True)
+                return
         inherit = False
         pred = -1
         rule = "none"
@@ -417,6 +496,8 @@ class Replayer:
                 self._finish(ps, ev.ts, p, pred, g, rule, True, inherit=False)
                 return
             self._flush_direct(ps)
+        if ps.hidden is not None:
+            self._settle_hidden(ps, g, ps.hidden)
         glob = self._glob
         st = self._st
         # drop stale heads: goroutines the trace has since shown running, blocked or dead
@@ -514,23 +595,39 @@ class Replayer:
                     else:
                         batch = [v.runq.popleft() for _ in range(n)]
                         ps.runq.extend(batch[:-1])
-                    self._finish(ps, ev.ts, p, g, g, "steal", True, inherit=False)
+                    # stealWork's victim order is random: several victims, several goroutines
+                    several = len({c[0] for c in cands}) > 1
+                    self._finish(ps, ev.ts, p, g, g, "steal", True, inherit=False,
+                                 several=several)
                     return
             if cands and pred < 0:
                 pred = cands[0][0]
             if self._late_steal(ps, p, g):
-                self._finish(ps, ev.ts, p, g, g, "steal", True, inherit=False)
+                self._finish(ps, ev.ts, p, g, g, "steal", True, inherit=False, several=True)
                 return
         # the model's rule chose another goroutine: resynchronise on the trace
-        if (fires or lrule == "global") and self._reordered(g):
+        if (fires or lrule == "global") and (self._reordered(g, glob) or (
+                self._unbatch(g, p) and glob[0] == g)):
+            # a put still in flight (its P has shown nothing since its GoStop: its M is not
+            # running) lands after everything queued now
+            gput = self._gput
+            pending = [x for x in glob if x != g and gput.get(x, _NO_PUT)[2] == _OPEN]
+            pending = pending[:_RACE_DEPTH]
+            for x in pending:
+                glob.remove(x)
             glob.remove(g)
             glob.appendleft(g)
             if fires:
                 glob.popleft()
             else:
                 self._glob_batch(ps)
+            glob.extend(pending)
             self._finish(ps, ev.ts, p, g, g, "global61" if fires else "global", True,
-                         inherit=False)
+                         inherit=False, several=True)
+            return
+        if lrule == "local" and not fires and self._reordered(g, ps.runq):
+            ps.runq.remove(g)
+            self._finish(ps, ev.ts, p, g, g, "local", True, inherit=False, several=True)
             return
         if pred >= 0 and self._skip(ps, p, g, fires):
             return
@@ -550,6 +647,18 @@ class Replayer:
         if lrule == "local" and not fires and ps.last_spill and g in glob:
             self._unspill(ps, g)
         where, q = self._take(g)
+        if (not fires and (ps.runq or ps.runnext >= 0)
+                and (where == "global" or (where in ("local", "runnext") and q != p))
+                and not (where == "global" and -ps.tick % self._k in ps.phase)):
+            # runqget comes before the global queue and stealing, so the P's own queue was
+            # empty: what the model held there was taken by a thief it has not seen yet (or
+            # never was there); keep one miss from becoming one per decision
+            stale = list(ps.runq)
+            if ps.runnext >= 0:
+                stale.insert(0, ps.runnext)
+            ps.runnext = -1
+            ps.runq.clear()
+            glob.extend(stale)
         if not where and g in self._unplaced:
             rule = "unplaced"
         if where == "pool" and pred < 0:
@@ -606,28 +715,77 @@ class Replayer:
             if q == p or g not in v.runq:
                 continue
             i = v.runq.index(g)
-            if len(v.runq) < 2 * i + 1:
-                return False
-            # which ones came along with it depends on when the steal happened, which the
-            # trace does not say: take only this one (the others, still on the victim's ring,
-            # are found there when the thief starts them)
-            del v.runq[i]
+            k = len(v.runq)
+            hidden = -1
+            if k < 2 * i + 1:
+                hidden = self._hidden_thief(p, i, k)
+                if hidden < 0:
+                    return False
+            # runqgrab takes the ring from its head up to the one it runs, and runqsteal
+            # puts the others on the thief's ring: the victim cannot have run them since,
+            # or the steal would have taken later ones
+            prefix = [v.runq.popleft() for _ in range(i)]
+            ps.runq.extend(prefix)
+            v.runq.popleft()
+            if hidden >= 0:
+                ps.hidden = (hidden, set(prefix))
             return True
         return False
 
-    def _reordered(self, g: int) -> bool:
-        """``g`` is behind goroutines that other Ps put on the global queue at nearly the same
-        time: the trace stamps a GoStop before the put, and the puts take sched.lock in an
-        order it does not record, so those may as well be behind it."""
-        mine = self._gput.get(g)
+    def _settle_hidden(self, ps: _P, g: int, hidden: tuple[int, set[int]]) -> None:
+        """This P's first decision after a steal a hidden thief may have preceded: if it
+        runs neither its ring's head nor a later one of it, the ring held none of them (the
+        hidden thief took them all); if it runs a later one, ``_skip`` hands the ones ahead
+        to that thief. Either way the split was the trace's to tell, not the rules'."""
+        if g == ps.runnext or (self._glob and g == self._glob[0]
+                               and -ps.tick % self._k in ps.phase):
+            return  # runnext and the periodic check come before the ring: no answer yet
+        hq, owned = hidden
+        ps.hidden = None
+        q = ps.runq
+        if not q or q[0] == g or q[0] not in owned:
+            return
+        self._several_next = True
+        if g in q:
+            self._prefer_thief = (self.n_decisions, hq)
+            return
+        # the hidden thief runs the last it took and keeps the others on its ring
+        taken = [x for x in q if x in owned]
+        keep = [x for x in q if x not in owned]
+        self._ps[hq].runq.extend(taken[:-1])
+        self._held[taken[-1]] = ps.pid
+        q.clear()
+        q.extend(keep)
+
+    def _hidden_thief(self, p: int, i: int, k: int) -> int:
+        """Another searching P may have stolen the head of the ring first (its M has not run
+        since, so its GoStart has not shown): j goroutines, half a ring of at least 2j-1, then
+        this thief half of the rest, ending at index i. Which j the trace does not say yet:
+        this thief's ring takes them all, and the goroutines it skips when it next runs go
+        to the hidden thief (``_skip``)."""
+        if not any(k - j >= 2 * (i - j) + 1 for j in range(1, min(i, (k + 1) // 2) + 1)):
+            return -1
+        for q, v in self._ps.items():
+            if q != p and v.cur < 0 and not v.idle and v.runnext < 0 and not v.runq:
+                return q
+        return -1
+
+    def _reordered(self, g: int, queue: deque[int]) -> bool:
+        """``g`` is behind goroutines (on the global queue, or on a ring a batch grab filled
+        from it) that other Ps put on the global queue while ``g``'s put was in flight: the
+        puts took sched.lock in an order the trace does not record, so those may as well be
+        behind it. A put lies between its GoStop and the P's next event."""
+        gput = self._gput
+        mine = gput.get(g)
         if mine is None:
             return False
-        ts, p = mine
-        for i, x in enumerate(self._glob):
+        ts, p, end = mine
+        for i, x in enumerate(queue):
             if x == g:
                 return i > 0
-            other = self._gput.get(x)
-            if i >= 8 or other is None or other[1] == p or ts - other[0] > _PUT_RACE_NS:
+            other = gput.get(x)
+            if (i >= _RACE_DEPTH or other is None or other[1] == p or other[0] >= end
+                    or ts >= other[2]):
                 return False
         return False
 
@@ -667,6 +825,13 @@ class Replayer:
         if not skipped:
             self._finish(ps, ts, p, g, g, rule, True, inherit=False)
             return True
+        thief = self._thief(p, skipped, rule)
+        if thief is not None:
+            # runqsteal (or a batch grab) put all but the one it runs on the thief's ring,
+            # where they may be stolen again (the thief's M may not run for a while)
+            runs = skipped[0] if rule != "local" else skipped[-1]
+            thief.runq.extend(x for x in skipped if x != runs)
+            skipped = [runs]
         tok = _Tentative(len(skipped), ts, p, skipped[0], g, rule, len(self.decisions))
         for x in skipped:
             self._inflight[x] = (p, tok)
@@ -675,9 +840,31 @@ class Replayer:
         self._tentative.append(tok)
         return True
 
+    def _thief(self, p: int, skipped: list[int], rule: str) -> _P | None:
+        """The searching P that took ``skipped`` ahead of P ``p``'s decision, when the rules
+        let one steal or grab exactly those: half a ring (a ring of at least 2k-1), or a
+        batch from the global queue. Several searching Ps: the one the model saw first."""
+        k = len(skipped)
+        if k < 2:
+            return None  # one goroutine is in flight either way: nothing to place
+        victim = self._ps[p]
+        # the ring then held the k taken, the one run now and what is left behind it, and
+        # at least 2k-1 (runqgrab takes half, rounded up); the skipped runnext is no part
+        if rule == "local" and victim.runnext < 0 and k + 1 + len(victim.runq) < 2 * k - 1:
+            return None
+        n, hq = self._prefer_thief
+        pref = self._ps.get(hq) if n == self.n_decisions else None
+        if pref is not None and pref.cur < 0 and not pref.idle:
+            return pref
+        for q, v in self._ps.items():
+            if q != p and v.cur < 0 and not v.idle and v.runnext < 0 and not v.runq:
+                return v
+        return None
+
     def _resolve(self, tok: _Tentative) -> None:
         rule = tok.rule
         self.n_explained += 1
+        self.n_several += 1  # the ring's head, or a later one if a thief took those ahead
         self._by_rule[rule][1] += 1
         tok.waiting = -1  # resolved
         if self.keep_decisions:
@@ -713,14 +900,16 @@ class Replayer:
                 v.phase = {zero}
 
     def _finish(self, ps: _P, ts: int, p: int, pred: int, g: int, rule: str, ok: bool,
-                *, inherit: bool, tentative: bool = False) -> None:
+                *, inherit: bool, tentative: bool = False, several: bool = False) -> None:
         self._unplaced.discard(g)
         self._sysexit.discard(g)
         self._st[g] = 2
+        if self._gput:
+            self._gput.pop(g, None)  # its put is spent: later queue moves are not puts
         if not inherit:
             ps.tick += 1
             ps.slice_ts = ts
-        self._record(ts, p, pred, g, rule, ok, tentative)
+        self._record(ts, p, pred, g, rule, ok, tentative, several)
 
     def _flush_direct(self, ps: _P) -> None:
         """Unparked-for-itself goroutines that did not run: they were readied after all."""
@@ -753,6 +942,7 @@ class Replayer:
         g = ev.g
         ps = self._p(ev.p)
         ps.cur = -1
+        ps.free_ts = ev.ts
         self._st[g] = 1
         reason = ev.strings[0] if ev.strings else ""
         if reason == "preempted":
@@ -765,7 +955,9 @@ class Replayer:
                 return
         # goschedImpl: Gosched and preemption put the goroutine on the global queue
         self._glob.append(g)
-        self._gput[g] = (ev.ts, ev.p)
+        rec = [ev.ts, ev.p, _OPEN]
+        self._gput[g] = rec
+        ps.last_put = rec
 
     def _go_block(self, ev: Event) -> None:
         self._reason[ev.g] = ev.strings[0] if ev.strings else ""
@@ -775,6 +967,7 @@ class Replayer:
         if ev.p >= 0:
             ps = self._p(ev.p)
             ps.cur = -1
+            ps.free_ts = ev.ts
 
     def _go_end(self, ev: Event) -> None:
         if ev.kind is Kind.GO_DESTROY:
@@ -782,6 +975,7 @@ class Replayer:
         if ev.p >= 0:
             ps = self._p(ev.p)
             ps.cur = -1
+            ps.free_ts = ev.ts
 
     def _go_unblock(self, ev: Event) -> None:
         g = ev.args[0]
@@ -854,12 +1048,16 @@ class Replayer:
         ps = self._p(ev.p if self._old else ev.args[0])
         ps.idle = False
         ps.started = True
+        ps.free_ts = ev.ts
 
     def _proc_stop(self, ev: Event) -> None:
         if ev.p >= 0:
             ps = self._p(ev.p)
             ps.idle = True
             ps.cur = -1
+            if ps.last_put is not None:
+                ps.last_put[2] = ev.ts
+                ps.last_put = None
 
     def _proc_steal(self, ev: Event) -> None:
         ps = self._p(ev.args[0])

@@ -58,6 +58,10 @@ class ReplayResult:
     preemptions: int = 0
     preemptions_after_slice: int = 0
     notes: tuple[str, ...] = field(default=())
+    # explained decisions the trace cannot settle, where the runtime's rules give several
+    # equally possible goroutines and the one started is among them (a random steal victim,
+    # puts racing for sched.lock, a steal stamped late): counted in ``explained`` too
+    several_possible: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,13 +80,14 @@ class ReplayResult:
             "preemptions": self.preemptions,
             "preemptions_after_slice": self.preemptions_after_slice,
             "notes": list(self.notes),
+            "several_possible": self.several_possible,
         }
 
 
 def make_result(
     *, decisions: int, explained: int, by_rule: Mapping[str, tuple[int, int]],
     misses: tuple[Miss, ...], events: int, version: int, gomaxprocs: int, preemptions: int,
-    preemptions_after_slice: int, notes: tuple[str, ...],
+    preemptions_after_slice: int, notes: tuple[str, ...], several_possible: int = 0,
 ) -> ReplayResult:
     return ReplayResult(
         decisions=decisions,
@@ -96,4 +101,5 @@ def make_result(
         preemptions=preemptions,
         preemptions_after_slice=preemptions_after_slice,
         notes=notes,
+        several_possible=several_possible,
     )
