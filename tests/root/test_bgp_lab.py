@@ -23,7 +23,7 @@ from kubewire.lab import names
 TOR_PEER = """apiVersion: projectcalico.org/v3
 kind: BGPPeer
 metadata: {name: tor}
-spec: {peerIP: 172.18.0.1, asNumber: 65000}
+spec: {peerIP: 172.18.0.1, asNumber: 65000, keepOriginalNextHop: true}
 """
 
 ADVERTISE_SERVICES = """apiVersion: projectcalico.org/v3
@@ -120,11 +120,12 @@ def test_bgp_lab_mesh_blocks_tor_and_bad_peers(tmp_path: Path) -> None:
         assert [p["next_hop"] for p in best] == [ips["node-2"]]
         assert route["reason"]
 
-        # The ToR (BIRD on host/external) learned each block from its node, and the
+        # The ToR (BIRD on host/external) learned each block with its own node as the only
+        # next hop (keepOriginalNextHop: the other nodes pass it on unchanged), and the
         # Service ranges from all three nodes as one ECMP route.
         def tor_has_everything() -> bool:
             table = _ip_routes(name, "host/external", "bird")
-            if not all(str(b) in table for b in blocks):
+            if not all(f"{b} via {ips[owner]} dev eth0" in table for b, owner in blocks.items()):
                 return False
             for cidr in ("10.96.0.0/12", "172.18.255.0/24"):
                 after = table.partition(cidr)[2].split("\n10.", 1)[0].split("\n172.", 1)[0]

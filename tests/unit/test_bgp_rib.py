@@ -149,6 +149,15 @@ def test_export_to_ebgp() -> None:
     assert local is not None and local.med == 5  # our own MED does go out
 
 
+def test_export_to_ebgp_keeping_the_next_hop() -> None:
+    keep = ExportContext(local_address=IPv4Address("10.0.0.254"), keep_next_hop=True)
+    learned = export_path(_path(I1), E2, CFG, keep)
+    assert learned is not None and learned.next_hop == IPv4Address("10.0.0.101")
+    assert learned.as_path == AsPath.sequence(AS, 65001)  # still prepended: it is eBGP
+    own = export_path(_path(None), E2, CFG, keep)  # our own routes: we are the next hop
+    assert own is not None and own.next_hop == IPv4Address("10.0.0.254")
+
+
 def test_well_known_communities() -> None:
     no_export = _path(E1, communities=(WellKnownCommunity.NO_EXPORT,))
     assert export_path(no_export, E2, CFG, OUT) is None

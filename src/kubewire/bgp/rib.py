@@ -35,11 +35,15 @@ class RibChange:
 @dataclass(frozen=True, slots=True)
 class ExportContext:
     """How we speak to one peer: our address on that session (the next hop we announce),
-    next-hop-self for iBGP, and our cluster ID when we reflect routes (RFC 4456)."""
+    next-hop-self for iBGP, our cluster ID when we reflect routes (RFC 4456), and
+    ``keep_next_hop`` for eBGP: pass a learned route's next hop on unchanged (a "third
+    party" next hop, RFC 4271 5.1.3; Calico's keepOriginalNextHop), so a ToR sends traffic
+    for a node's pods straight to that node instead of through whichever node told it."""
 
     local_address: IPAddress
     next_hop_self: bool = False
     cluster_id: IPv4Address | None = None
+    keep_next_hop: bool = False
 
 
 def _rejected_on_import(path: Path, config: DecisionConfig, cluster_id: IPv4Address | None) -> bool:
@@ -701,10 +705,12 @@ def export_path(
     if src is None:
         unknown = a.unknown  # our own attributes go out as we made them
     if to.ebgp:
+        keep = ctx.keep_next_hop and src is not None and a.next_hop is not None
         return replace(
             a,
             as_path=a.as_path.prepend(config.local_as),
-            next_hop=ctx.local_address,  # RFC 4271 5.1.3: next hop self towards eBGP
+            # RFC 4271 5.1.3: next hop self towards eBGP, unless told to keep a learned one
+            next_hop=a.next_hop if keep else ctx.local_address,
             next_hop_link_local=None,
             med=a.med if src is None else None,  # 5.1.4: MED stays in the AS it came to
             local_pref=None,

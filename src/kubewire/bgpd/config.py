@@ -20,7 +20,9 @@ class NeighborConfig:
     RFC 4271 ConnectRetryTimer; ``idle_hold_time`` how long a session rests in Idle after
     an error before it is started again (doubling on each failure up to
     ``connect_retry_time``). ``password`` turns on TCP MD5 (RFC 2385); ``ttl_security``
-    is the GTSM hop count (RFC 5082: we send TTL 255 and accept only >= 256 - hops)."""
+    is the GTSM hop count (RFC 5082: we send TTL 255 and accept only >= 256 - hops).
+    ``keep_next_hop`` (eBGP only) passes learned routes on with their next hop unchanged
+    instead of our own address (Calico's keepOriginalNextHop)."""
 
     address: IPAddress
     asn: int
@@ -36,6 +38,7 @@ class NeighborConfig:
     rr_client: bool = False
     password: str | None = None
     ttl_security: int | None = None
+    keep_next_hop: bool = False
     description: str = ""
 
     def __post_init__(self) -> None:

@@ -618,7 +618,8 @@ class Speaker:
             self.config.asn,
             nb.config.rr_client,
         )
-        nb.ctx = ExportContext(local, nb.config.next_hop_self, self.config.cluster_id)
+        nb.ctx = ExportContext(local, nb.config.next_hop_self, self.config.cluster_id,
+                               nb.config.keep_next_hop)
         nb.established_at = time.monotonic()
         nb.established_transitions += 1
         nb.failures = 0

@@ -49,8 +49,7 @@ class NodePlan:
         the higher connects, as Calico makes its mesh unidirectional: one connection instead
         of two racing ones. A node that just joined connects before the others' plans know
         it, and is refused: it retries after ``NODE_IDLE_HOLD_SECONDS`` (doubling on each
-        failure), not the speaker's default second. ``keep_next_hop`` has no NeighborConfig
-        counterpart yet."""
+        failure), not the speaker's default second."""
         return tuple(
             NeighborConfig(
                 address=p.address,
@@ -59,6 +58,7 @@ class NodePlan:
                 local_address=p.source_address,
                 rr_client=p.rr_client,
                 ttl_security=p.ttl_security,
+                keep_next_hop=p.keep_next_hop,
                 passive=p.node is not None and self.router_id < p.address,
                 idle_hold_time=NODE_IDLE_HOLD_SECONDS if p.node is not None else 1.0,
                 description=p.origin,
