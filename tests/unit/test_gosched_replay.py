@@ -37,6 +37,20 @@ def test_spawn_storm_at_one_p_is_predicted_exactly(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["spawn-new", "spawn-old"])
+@pytest.mark.parametrize("broken", [Rules(global_check_interval=60), Rules(spill=127),
+                                    Rules(runnext=False)], ids=["check-60", "spill-127",
+                                                                "no-runnext"])
+def test_a_broken_rule_cuts_the_unaided_prediction_short(name: str, broken: Rules) -> None:
+    """On its own (before any resynchronisation) the right model predicts the whole storm;
+    each broken variant goes wrong within its first 2.5 % of decisions."""
+    good = replay(_events(name))
+    assert good.first_miss is None
+    bad = replay(_events(name), broken)
+    assert bad.first_miss is not None and bad.first_miss <= 0.025 * bad.decisions, (
+        bad.first_miss, bad.decisions)
+
+
+@pytest.mark.parametrize("name", ["spawn-new", "spawn-old"])
 def test_check_interval_60_breaks_the_periodic_global_check(name: str) -> None:
     good = replay(_events(name))
     bad = replay(_events(name), Rules(global_check_interval=60))

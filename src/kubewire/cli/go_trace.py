@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -18,6 +16,7 @@ from kubewire.cli.progress import Progress
 from kubewire.golatency import LatencyReport, attribute
 from kubewire.golatency.summary import TraceSummary, format_ns, iter_slices, summarize
 from kubewire.golatency.timeline import render_html
+from kubewire.gosched import GoSchedError, replay
 from kubewire.gotrace import Event, GoTraceError, read_events
 
 BAD_INPUT = 2
@@ -45,27 +44,14 @@ def load_events(path: str) -> list[Event]:
         raise TraceInputError(f"{path}: {e}") from None
 
 
-def model_replay(events: list[Event]) -> dict[str, Any] | None:
-    """The scheduler model's replay as a dict, or None while kubewire.gosched is not there."""
-    if importlib.util.find_spec("kubewire.gosched") is None:
-        return None
-    gosched = importlib.import_module("kubewire.gosched")
-    replay = getattr(gosched, "replay", None)
-    if replay is None:  # the package is being written and does not export replay() yet
-        return None
-    model_error = getattr(gosched, "GoSchedError", None)
+def model_replay(events: list[Event]) -> dict[str, Any]:
+    """The scheduler model's replay as a dict; a trace the model cannot replay is reported
+    as {"error": ...}, not fatal: the trace itself read fine."""
     try:
         result = replay(events)
-    except Exception as e:
-        if isinstance(model_error, type) and isinstance(e, model_error):
-            # the trace read fine; a model that cannot replay it is reported, not fatal
-            return {"error": str(e)}
-        raise
-    out: dict[str, Any] = result.to_dict()
-    n = result.decisions  # a count; a sequence of decisions is counted
-    out["decisions"] = n if isinstance(n, int) else len(n)
-    out["agreement"] = float(result.agreement)
-    return out
+    except GoSchedError as e:
+        return {"error": str(e)}
+    return result.to_dict()
 
 
 @click.command(name="trace")
@@ -108,7 +94,7 @@ def trace(file: str, output: str, html_out: str | None, top: int, waits: bool) -
 
 
 def _print_text(console: Console, file: str, s: TraceSummary, r: LatencyReport,
-                model: dict[str, Any] | None, top: int, html_out: str | None) -> None:
+                model: dict[str, Any], top: int, html_out: str | None) -> None:
     busy = "  ".join(f"P{p} {f:.0%}" for p, f in s.p_busy)
     console.print(f"[bold]{file}[/bold]: {s.format}, {format_ns(s.duration_ns)}, "
                   f"{s.events} events, GOMAXPROCS {s.gomaxprocs}, {s.goroutines} goroutines, "
@@ -116,13 +102,14 @@ def _print_text(console: Console, file: str, s: TraceSummary, r: LatencyReport,
     console.print(f"P busy: {busy}")
     kinds = ", ".join(f"{k} {n}" for k, n in s.by_kind[:8])
     console.print(f"events: {kinds}{', ...' if len(s.by_kind) > 8 else ''}")
-    if model is None:
-        console.print("model agreement: n/a (kubewire.gosched is not installed)")
-    elif "error" in model:
+    if "error" in model:
         console.print(f"model agreement: n/a (the model could not replay it: {model['error']})")
     else:
+        first = model["first_miss"]
+        unaided = ("every one predicted unaided" if first is None
+                   else f"the first miss at decision {first}")
         console.print(f"model agreement: {100 * float(model['agreement']):.1f} % of "
-                      f"{model['decisions']} decisions")
+                      f"{model['decisions']} decisions ({unaided})")
 
     t = Table(title=f"runnable -> running waits: {r.overall.count} "
                     f"(+{r.unattributed} goroutines already runnable when the trace began)",

@@ -98,10 +98,10 @@ class _P:
 class _Tentative:
     """A decision waiting for the thieves of the goroutines it skipped to show themselves."""
 
-    __slots__ = ("actual", "index", "p", "predicted", "rule", "ts", "waiting")
+    __slots__ = ("actual", "index", "number", "p", "predicted", "rule", "ts", "waiting")
 
     def __init__(self, waiting: int, ts: int, p: int, predicted: int, actual: int, rule: str,
-                 index: int) -> None:
+                 index: int, number: int) -> None:
         self.waiting = waiting  # skipped goroutines not yet started elsewhere; -1: explained
         self.ts = ts
         self.p = p
@@ -109,6 +109,7 @@ class _Tentative:
         self.actual = actual
         self.rule = rule
         self.index = index  # in Replayer.decisions, when kept
+        self.number = number  # the decision's number (1-based), kept or not
 
 
 class Replayer:
@@ -132,6 +133,7 @@ class Replayer:
         self.decisions: list[Decision] = []
         self.max_misses = max_misses
         self._misses: list[Miss] = []
+        self._first_miss = 0  # number of the first decision missed; 0: none yet
         self._ps: dict[int, _P] = {}
         self._glob: deque[int] = deque()
         self._gomaxprocs = 1
@@ -272,9 +274,11 @@ class Replayer:
         if self._old:
             notes.append("Go 1.19 format: net poller and timer wake-ups carry no P")
         misses = list(self._misses)
+        firsts = [self._first_miss] if self._first_miss else []
         for tok in self._tentative:
             if tok.waiting >= 0:  # a goroutine it skipped never started elsewhere
                 misses.append(Miss(tok.ts, tok.p, tok.predicted, tok.actual, tok.rule))
+                firsts.append(tok.number)
         misses.sort(key=lambda m: m.ts)
         return make_result(
             decisions=self.n_decisions,
@@ -288,6 +292,7 @@ class Replayer:
             preemptions_after_slice=self.preemptions_after_slice,
             notes=tuple(notes),
             several_possible=self.n_several,
+            first_miss=min(firsts, default=None),
         )
 
     def _set_version(self, v: int) -> None:
@@ -441,8 +446,11 @@ class Replayer:
             c[1] += 1
             if several:
                 self.n_several += 1
-        elif not tentative and len(self._misses) < self.max_misses:
-            self._misses.append(Miss(ts, p, pred, g, rule))
+        elif not tentative:
+            if not self._first_miss:
+                self._first_miss = self.n_decisions
+            if len(self._misses) < self.max_misses:
+                self._misses.append(Miss(ts, p, pred, g, rule))
         if self.keep_decisions:
             self.decisions.append(Decision(ts, p, pred, g, rule, ok))
 
@@ -832,7 +840,8 @@ class Replayer:
             runs = skipped[0] if rule != "local" else skipped[-1]
             thief.runq.extend(x for x in skipped if x != runs)
             skipped = [runs]
-        tok = _Tentative(len(skipped), ts, p, skipped[0], g, rule, len(self.decisions))
+        tok = _Tentative(len(skipped), ts, p, skipped[0], g, rule, len(self.decisions),
+                         self.n_decisions + 1)
         for x in skipped:
             self._inflight[x] = (p, tok)
         # counted now, explained when the thief shows itself

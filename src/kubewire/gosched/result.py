@@ -62,6 +62,11 @@ class ReplayResult:
     # equally possible goroutines and the one started is among them (a random steal victim,
     # puts racing for sched.lock, a steal stamped late): counted in ``explained`` too
     several_possible: int = 0
+    # The number (1-based) of the first decision the model got wrong; None: none. The
+    # decisions before it are the model predicting the schedule on its own, before any
+    # resynchronisation: a rule broken on purpose cuts this run short even where the
+    # resynchronised ``agreement`` only dips (each miss costs a decision or two).
+    first_miss: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +86,7 @@ class ReplayResult:
             "preemptions_after_slice": self.preemptions_after_slice,
             "notes": list(self.notes),
             "several_possible": self.several_possible,
+            "first_miss": self.first_miss,
         }
 
 
@@ -88,6 +94,7 @@ def make_result(
     *, decisions: int, explained: int, by_rule: Mapping[str, tuple[int, int]],
     misses: tuple[Miss, ...], events: int, version: int, gomaxprocs: int, preemptions: int,
     preemptions_after_slice: int, notes: tuple[str, ...], several_possible: int = 0,
+    first_miss: int | None = None,
 ) -> ReplayResult:
     return ReplayResult(
         decisions=decisions,
@@ -102,4 +109,5 @@ def make_result(
         preemptions_after_slice=preemptions_after_slice,
         notes=notes,
         several_possible=several_possible,
+        first_miss=first_miss,
     )
