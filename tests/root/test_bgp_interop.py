@@ -38,7 +38,15 @@ import pytest
 from kubewire.bgp.attributes import AsPath, AsSegment
 from kubewire.bgp.constants import Origin, SegmentType
 from kubewire.bgp.path import PathAttributes
-from kubewire.bgp.policy import REJECT_ALL, Match, RoutePolicy, Term, Verdict
+from kubewire.bgp.policy import (
+    REJECT_ALL,
+    Match,
+    PrefixList,
+    RoutePolicy,
+    SetActions,
+    Term,
+    Verdict,
+)
 from kubewire.bgpd import (
     NeighborConfig,
     Origination,
@@ -59,7 +67,7 @@ THEIRS = ("10.20.1.0/24", "10.20.2.0/24")
 DEADLINE = 20.0
 PASSWORD = "kubewire-md5"
 BIRD, BIRDC = "/usr/sbin/bird", "/usr/sbin/birdc"
-FRR_BGPD, VTYSH = "/usr/lib/frr/bgpd", "/usr/bin/vtysh"
+FRR_BGPD, FRR_ZEBRA, VTYSH = "/usr/lib/frr/bgpd", "/usr/lib/frr/zebra", "/usr/bin/vtysh"
 GOBGPD, GOBGP = "/usr/bin/gobgpd", "/usr/bin/gobgp"
 
 
@@ -564,12 +572,15 @@ def check_session_and_routes(sp: SpeakerThread, daemon: Daemon, t: Topo, *, tran
 
 # --- best-path agreement: FRR and our decision process fed identical routes ---------------
 #
-# Four source speakers (ours, in kwtest-bgp-best-src) announce the same scenario prefixes
+# Eight source speakers (ours, in kwtest-bgp-best-src) announce the same scenario prefixes
 # with different attributes to two judges in kwtest-bgp-best-judge: FRR's bgpd and a
 # kubewire speaker. Both must pick the same source for every prefix. FRR is told
 # `bgp bestpath compare-routerid` (else it keeps the oldest eBGP path, which depends on
 # arrival order) and `bgp deterministic-med` (MED compared within neighbour-AS groups, as
-# RFC 4271 9.1.2.2 c and our elimination do).
+# RFC 4271 9.1.2.2 c and our elimination do). FRR's zebra runs beside its bgpd, so FRR
+# resolves next hops over that namespace's kernel routes (metric = IGP cost); our judge's
+# RIB is given a resolver over the same table, and the test checks both saw the same costs.
+# Every step of the order decides at least one two-path scenario, named alike by both.
 
 JUDGE_AS = 65000
 FRR_JUDGE, KW_JUDGE = "172.31.0.2", "172.31.0.3"
@@ -580,6 +591,10 @@ class Source:
     name: str
     address: str
     asn: int
+    router_id: str = ""  # the address when empty
+
+    def bgp_id(self) -> str:
+        return self.router_id or self.address
 
 
 SOURCES = (
@@ -587,11 +602,32 @@ SOURCES = (
     Source("e2", "172.31.0.12", 65020),
     Source("e3", "172.31.0.13", 65010),  # same neighbour AS as e1: MED is compared
     Source("i1", "172.31.0.14", JUDGE_AS),  # internal: LOCAL_PREF counts
+    # internal, a higher address but a lower router ID than i1: the router-ID step and the
+    # neighbour-address step pick different paths between the two
+    Source("i2", "172.31.0.15", JUDGE_AS, router_id="172.31.0.4"),
+    # internal, not on the judges' subnet: reached (and so their next hops resolved) through
+    # kernel routes in the judges' namespace with metrics 10 and 20 (IGP_COST); i4's router
+    # ID is lower than i3's and i1's, so the router-ID step would pick it
+    Source("i3", "172.31.1.16", JUDGE_AS, router_id="172.31.0.7"),
+    Source("i4", "172.31.2.17", JUDGE_AS, router_id="172.31.0.6"),
+    # internal, reachable only through the judges' default route: TCP gets there, but FRR
+    # never resolves a next hop over a default route (no `ip nht resolve-via-default`)
+    Source("i5", "172.31.3.18", JUDGE_AS),
 )
+GATEWAY = "172.31.0.1"  # the sources' namespace, on the judges' subnet
+ROUTED = {s.name for s in SOURCES if not s.address.startswith("172.31.0.")}
+# the judges' kernel routes to the sources off their subnet: (destination, metric)
+JUDGE_ROUTES = (("172.31.1.0/24", 10), ("172.31.2.0/24", 20), ("default", 30))
+LOCAL = "local"  # pseudo-source: both judges originate the prefix themselves
 
 Attrs = dict[str, Any]
 # (what it tests, {source: attributes}, expected winner). ``path`` is what the source puts
 # after its own AS (eBGP sources prepend themselves); sets are written as frozensets.
+# ``originator`` and ``cluster`` are ORIGINATOR_ID and CLUSTER_LIST an iBGP source sends as
+# if it were reflecting the route. ``weight`` is not sent: both judges set it on import for
+# that source and prefix (FRR: an inbound route-map with `set weight`; ours: an import
+# policy term). ``local`` means both judges originate the prefix too (FRR `network`, ours
+# `originate`), with weight 32768 as FRR gives its own routes.
 SCENARIOS: list[tuple[str, dict[str, Attrs], str]] = [
     ("shorter AS_PATH", {"e1": {}, "e2": {"path": [65099]}}, "e1"),
     ("prepending loses", {"e1": {"path": [65010, 65010]}, "e2": {}}, "e2"),
@@ -621,6 +657,39 @@ SCENARIOS: list[tuple[str, dict[str, Attrs], str]] = [
     ("a single path", {"e2": {"med": 7}}, "e2"),
     ("all four", {"e1": {"path": [65099]}, "e2": {"origin": 1}, "e3": {"med": 1},
                   "i1": {"local_pref": 90}}, "e3"),
+    # --- weight (vendor step, before LOCAL_PREF) ---
+    ("weight beats AS_PATH", {"e1": {}, "e2": {"weight": 100, "path": [65098, 65097]}}, "e2"),
+    ("higher weight of two", {"e1": {"weight": 100}, "e2": {"weight": 200}}, "e2"),
+    ("weight before LOCAL_PREF", {"i1": {"local_pref": 200}, "e2": {"weight": 50}}, "e2"),
+    # --- locally originated (vendor step, after LOCAL_PREF) ---
+    ("originated wins by weight", {LOCAL: {}, "e1": {}}, LOCAL),
+    ("locally originated, equal weight", {LOCAL: {}, "e1": {"weight": 32768}}, LOCAL),
+    ("locally originated over iBGP", {LOCAL: {}, "i1": {"weight": 32768}}, LOCAL),
+    ("LOCAL_PREF before locally originated",
+     {LOCAL: {}, "i1": {"weight": 32768, "local_pref": 200}}, "i1"),
+    # --- router ID, ORIGINATOR_ID in its place (RFC 4456 9), CLUSTER_LIST, address ---
+    ("iBGP router ID, not address", {"i1": {}, "i2": {}}, "i2"),
+    ("ORIGINATOR_ID lower than a router ID", {"i1": {"originator": "172.31.0.1"}, "i2": {}},
+     "i1"),
+    ("ORIGINATOR_ID higher than a router ID", {"i1": {}, "i2": {"originator": "172.31.0.200"}},
+     "i1"),
+    ("two ORIGINATOR_IDs", {"i1": {"originator": "10.9.9.8"}, "i2": {"originator": "10.9.9.9"}},
+     "i1"),
+    ("shorter CLUSTER_LIST", {"i1": {"originator": "10.9.9.9", "cluster": ["10.8.8.1", "10.8.8.2"]},
+                              "i2": {"originator": "10.9.9.9", "cluster": ["10.8.8.3"]}}, "i2"),
+    ("empty CLUSTER_LIST is shortest", {"i1": {"originator": "10.9.9.9", "cluster": ["10.8.8.1"]},
+                                        "i2": {"originator": "10.9.9.9"}}, "i2"),
+    ("neighbour address when IDs tie",
+     {"i1": {"originator": "10.9.9.9", "cluster": ["10.8.8.1"]},
+      "i2": {"originator": "10.9.9.9", "cluster": ["10.8.8.2"]}}, "i1"),
+    ("ORIGINATOR_ID equal to a router ID", {"i1": {"originator": "172.31.0.4"}, "i2": {}}, "i1"),
+    # --- IGP cost to the next hop (9.1.2.2 e) and next-hop resolvability (9.1.2) ---
+    ("lower IGP cost", {"i3": {}, "i4": {}}, "i3"),
+    ("connected next hop over a routed one", {"i1": {}, "i4": {}}, "i1"),
+    ("eBGP before IGP cost", {"e2": {}, "i3": {"path": [65099]}}, "e2"),
+    ("AS_PATH before IGP cost", {"i3": {"path": [65099]}, "i4": {}}, "i4"),
+    ("IGP cost before ORIGINATOR_ID", {"i3": {}, "i4": {"originator": "10.0.0.1"}}, "i3"),
+    ("unresolvable next hop is out", {"i5": {"local_pref": 200}, "e1": {}}, "e1"),
 ]
 
 
@@ -632,7 +701,30 @@ FRR_REASONS = {
     "MED": "med",
     "Peer Type": "ebgp-over-ibgp",
     "Router ID": "router-id",
+    "Weight": "weight",
+    "Local Route": "locally-originated",
+    "IGP Metric": "igp-cost",
+    "Cluster length": "cluster-list-length",
+    "Neighbor IP": "neighbor-address",
 }
+
+
+def igp_costs(ns: str) -> Callable[[Any], int | None]:
+    """Our judge's next-hop resolver over the judges' kernel table, read once, resolving as
+    FRR's zebra does: longest match, the route's metric is the cost (connected: 0), and
+    never over a default route (FRR without `ip nht resolve-via-default`)."""
+    table = []
+    for r in json.loads(run(["ip", "-j", "-n", ns, "route", "show", "table", "main"])):
+        if r["dst"] != "default" and r.get("type", "unicast") == "unicast":
+            table.append((ip_network(r["dst"] if "/" in r["dst"] else f"{r['dst']}/32"),
+                          int(r.get("metric", 0))))
+
+    def cost(next_hop: Any) -> int | None:
+        hits = [(net.prefixlen, -metric) for net, metric in table
+                if next_hop is not None and next_hop in net]
+        return -max(hits)[1] if hits else None
+
+    return cost
 
 
 def scenario_prefix(i: int) -> str:
@@ -648,8 +740,31 @@ def source_attrs(src: Source, attrs: Attrs) -> PathAttributes:
             segs[-1] = AsSegment(SegmentType.AS_SEQUENCE, (*segs[-1].asns, a))
         else:
             segs.append(AsSegment(SegmentType.AS_SEQUENCE, (a,)))
+    originator = attrs.get("originator")
     return PathAttributes(origin=Origin(attrs.get("origin", 0)), as_path=AsPath(tuple(segs)),
-                          med=attrs.get("med"), local_pref=attrs.get("local_pref"))
+                          med=attrs.get("med"), local_pref=attrs.get("local_pref"),
+                          originator_id=IPv4Address(originator) if originator else None,
+                          cluster_list=tuple(IPv4Address(c) for c in attrs.get("cluster", ())))
+
+
+def weights(src: Source) -> dict[int, list[str]]:
+    """weight -> the scenario prefixes the judges give that weight on import from ``src``."""
+    out: dict[int, list[str]] = {}
+    for i, (_, who, _) in enumerate(SCENARIOS):
+        if "weight" in who.get(src.name, {}):
+            out.setdefault(who[src.name]["weight"], []).append(scenario_prefix(i))
+    return out
+
+
+def local_prefixes() -> list[str]:
+    return [scenario_prefix(i) for i, (_, who, _) in enumerate(SCENARIOS) if LOCAL in who]
+
+
+def judge_import_policy(src: Source) -> RoutePolicy | None:
+    """Ours: the same weights as FRR's inbound route-map for ``src``."""
+    terms = tuple(Term(f"weight-{w}", Match(prefix_list=PrefixList.parse(*ps)),
+                       SetActions(weight=w)) for w, ps in sorted(weights(src).items()))
+    return RoutePolicy(terms, default=Verdict.ACCEPT) if terms else None
 
 
 def source_config(src: Source) -> SpeakerConfig:
@@ -665,23 +780,68 @@ def source_config(src: Source) -> SpeakerConfig:
                       for j in (FRR_JUDGE, KW_JUDGE))
     originate = tuple(Origination(ip_network(scenario_prefix(i)), source_attrs(src, who[src.name]))
                       for i, (_, who, _) in enumerate(SCENARIOS) if src.name in who)
-    return SpeakerConfig(asn=src.asn, router_id=IPv4Address(src.address), neighbors=neighbors,
+    return SpeakerConfig(asn=src.asn, router_id=IPv4Address(src.bgp_id()), neighbors=neighbors,
                          listen=(IPv4Address(src.address),), originate=originate)
 
 
-class FrrJudge(Frr):
+class Zebra(Daemon):
+    """FRR's zebra in the judges' namespace, so that bgpd resolves next hops (and learns
+    their IGP metric) from that namespace's kernel table; its own dir, pid file and log."""
+
     def argv(self) -> list[str]:
-        return [*super().argv(), "-l", FRR_JUDGE]  # only its own address, not our judge's
+        d = self.workdir
+        return [FRR_ZEBRA, "-f", str(d / "zebra.conf"), "-i", str(d / "zebra.pid"),
+                "-z", str(d / "zserv.api"), "--vty_socket", str(d), "-A", "127.0.0.1",
+                "-P", "0", "--log", "stdout"]
 
     def configure(self) -> None:
-        lines = ["frr defaults traditional", "hostname kwtest-frr-judge",
-                 f"router bgp {JUDGE_AS}", " bgp router-id 10.0.0.2",
-                 " no bgp ebgp-requires-policy", " bgp bestpath compare-routerid",
-                 " bgp deterministic-med"]
+        conf = self.workdir / "zebra.conf"
+        conf.write_text("hostname kwtest-zebra-judge\n")
+        frr = pwd.getpwnam("frr")
+        os.chown(conf, frr.pw_uid, frr.pw_gid)
+
+    def after_start(self) -> None:
+        wait_for(lambda: (self.workdir / "zserv.api").exists(), "zebra's zserv socket", 10,
+                 self.log_tail)
+
+
+class FrrJudge(Frr):
+    zserv: Path | None = None  # zebra's socket (None: bgpd alone, -Z)
+
+    def argv(self) -> list[str]:
+        argv = [*super().argv(), "-l", FRR_JUDGE]  # only its own address, not our judge's
+        if self.zserv is not None:
+            argv.remove("-Z")
+            argv[argv.index("-z") + 1] = str(self.zserv)
+        return argv
+
+    def configure(self) -> None:
+        lines = ["frr defaults traditional", "hostname kwtest-frr-judge"]
+        route_maps = []
+        for s in SOURCES:
+            ws = weights(s)
+            if not ws:
+                continue
+            for k, (w, prefixes) in enumerate(sorted(ws.items()), 1):
+                lines += [f"ip prefix-list W-{s.name}-{w} seq {j} permit {p}"
+                          for j, p in enumerate(prefixes, 1)]
+                route_maps += [f"route-map IN-{s.name} permit {k * 10}",
+                               f" match ip address prefix-list W-{s.name}-{w}",
+                               f" set weight {w}", "exit"]
+            route_maps += [f"route-map IN-{s.name} permit 1000", "exit"]
+        lines += route_maps
+        lines += [f"router bgp {JUDGE_AS}", " bgp router-id 10.0.0.2",
+                  " no bgp ebgp-requires-policy", " no bgp network import-check",
+                  " bgp bestpath compare-routerid", " bgp deterministic-med"]
         for s in SOURCES:
             lines += [f" neighbor {s.address} remote-as {s.asn}",
                       f" neighbor {s.address} update-source {FRR_JUDGE}",
                       f" neighbor {s.address} timers connect 2"]
+        lines += [" address-family ipv4 unicast"]
+        lines += [f"  network {p}" for p in local_prefixes()]
+        lines += [f"  neighbor {s.address} route-map IN-{s.name} in"
+                  for s in SOURCES if weights(s)]
+        lines += [" exit-address-family"]
         conf = self.workdir / "bgpd.conf"
         conf.write_text("\n".join(lines) + "\n")
         frr = pwd.getpwnam("frr")
@@ -693,18 +853,37 @@ class FrrJudge(Frr):
         for prefix, paths in got.get("routes", {}).items():
             for p in paths:
                 if p.get("bestpath"):
-                    out[prefix] = (p.get("peerId", ""), p.get("selectionReason", ""))
+                    peer = p.get("peerId", "")
+                    # FRR's own `network` route has no peer
+                    out[prefix] = (LOCAL if peer in ("(unspec)", "0.0.0.0") else peer,
+                                   p.get("selectionReason", ""))
+        return out
+
+    def igp_metrics(self, prefix: str) -> dict[str, tuple[str, int | None]]:
+        """peer -> (next hop, the IGP metric zebra resolved it with; None: inaccessible)."""
+        got = json.loads(self.vtysh(f"show bgp ipv4 unicast {prefix} json") or "{}")
+        out = {}
+        for p in got.get("paths", []):
+            nh = p["nexthops"][0]
+            out[p["peer"]["peerId"]] = (nh["ip"], nh.get("metric", 0) if nh.get("accessible")
+                                        else None)
         return out
 
 
 def test_best_path_agrees_with_frr(workdir: Path) -> None:
-    if not os.access(FRR_BGPD, os.X_OK):
-        pytest.fail(f"needs {FRR_BGPD}: run `make setup`")
+    for exe in (FRR_BGPD, FRR_ZEBRA):
+        if not os.access(exe, os.X_OK):
+            pytest.fail(f"needs {exe}: run `make setup`")
     frr = pwd.getpwnam("frr")
     os.chown(workdir, frr.pw_uid, frr.pw_gid)
     names = {"src": "kwtest-bgp-best-src", "judge": "kwtest-bgp-best-judge"}
     speakers: list[SpeakerThread] = []
     judge = FrrJudge(netns.netns_path(names["judge"]), workdir, ours="", mine=FRR_JUDGE)
+    zebra_dir = workdir / "zebra"
+    zebra_dir.mkdir()
+    os.chown(zebra_dir, frr.pw_uid, frr.pw_gid)
+    zebra = Zebra(netns.netns_path(names["judge"]), zebra_dir, ours="", mine=FRR_JUDGE)
+    judge.zserv = zebra_dir / "zserv.api"
     created: list[str] = []
     try:
         for name in names.values():
@@ -714,20 +893,30 @@ def test_best_path_agrees_with_frr(workdir: Path) -> None:
         _ip(names["src"], "link", "add", "veth0", "type", "veth", "peer", "name", "veth0",
             "netns", names["judge"])
         for s in SOURCES:
-            _ip(names["src"], "addr", "add", f"{s.address}/24", "dev", "veth0")
+            _ip(names["src"], "addr", "add", f"{s.address}/{32 if s.name in ROUTED else 24}",
+                "dev", "veth0")
+        _ip(names["src"], "addr", "add", f"{GATEWAY}/24", "dev", "veth0")
         for addr in (FRR_JUDGE, KW_JUDGE):
             _ip(names["judge"], "addr", "add", f"{addr}/24", "dev", "veth0")
         for name in names.values():
             _ip(name, "link", "set", "veth0", "up")
+        for dst, metric in JUDGE_ROUTES:
+            _ip(names["judge"], "route", "add", dst, "via", GATEWAY, "metric", str(metric))
         src_ns, judge_ns = netns.netns_path(names["src"]), netns.netns_path(names["judge"])
+        zebra.start()
         judge.start()
         ours = SpeakerThread(SpeakerConfig(
             asn=JUDGE_AS, router_id=IPv4Address("10.0.0.3"), listen=(),  # FRR owns port 179
             neighbors=tuple(NeighborConfig(IPv4Address(s.address), s.asn, hold_time=30,
                                            connect_retry_time=3, idle_hold_time=0.3,
                                            local_address=IPv4Address(KW_JUDGE),
-                                           export_policy=REJECT_ALL) for s in SOURCES)),
+                                           import_policy=judge_import_policy(s),
+                                           export_policy=REJECT_ALL) for s in SOURCES),
+            originate=originations(*local_prefixes())),
             judge_ns)
+        # the Speaker has no next-hop resolver of its own (every next hop costs 0): give its
+        # RIB one that reads the same kernel table zebra gives FRR
+        ours.speaker.rib.igp_cost = igp_costs(names["judge"])
         speakers.append(ours)
         ours.start()
         for s in SOURCES:
@@ -754,6 +943,7 @@ def test_best_path_agrees_with_frr(workdir: Path) -> None:
         frr_best = judge.winners()
         our_routes = {r.prefix: r for r in ours.call(ours.speaker.routes)}
         by_addr = {s.address: s.name for s in SOURCES}
+        cost = igp_costs(names["judge"])
         table, disagreements = [], []
         for i, (what, _, want) in enumerate(SCENARIOS):
             p = scenario_prefix(i)
@@ -765,9 +955,19 @@ def test_best_path_agrees_with_frr(workdir: Path) -> None:
             table.append(row)
             if row[2] != want or row[4] != want:
                 disagreements.append(row)
+            frr_step = FRR_REASONS.get(frr_reason)
+            if ROUTED & set(SCENARIOS[i][1]):
+                # both judges saw the same next hops at the same costs
+                frr_costs = judge.igp_metrics(p)
+                assert frr_costs == {x.source: (x.next_hop, cost(IPv4Address(x.next_hop)))
+                                     for x in our_routes[p].paths}, (what, frr_costs)
+                if frr_reason == "First path received" and None in (
+                        c for _, c in frr_costs.values()):
+                    # FRR leaves paths with inaccessible next hops out before comparing
+                    frr_step = "next-hop-resolvable"
             # FRR compares pairwise and names the step of its last comparison; with two
             # paths that is the deciding step, and ours must name the same one
-            if len(SCENARIOS[i][1]) <= 2 and FRR_REASONS.get(frr_reason) != row[5]:
+            if len(SCENARIOS[i][1]) <= 2 and frr_step != row[5]:
                 disagreements.append(row)
         print("\n".join(" | ".join(str(x) for x in r) for r in table))
         assert not disagreements, "\n".join(map(str, disagreements))
@@ -781,6 +981,9 @@ def test_best_path_agrees_with_frr(workdir: Path) -> None:
                 with contextlib.suppress(Exception):
                     sp.stop()
         finally:
-            judge.stop()
+            try:
+                judge.stop()
+            finally:
+                zebra.stop()
             for name in created:
                 netns.delete_netns(name)
