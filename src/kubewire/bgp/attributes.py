@@ -485,16 +485,20 @@ def _decode_mp_unreach(value: bytes) -> Attribute:
     return MpUnreachNlri(Afi(afi), Safi(safi), withdrawn)
 
 
+_ATTR_TYPE = {int(t): t for t in AttrType}  # a dict lookup instead of an enum call
+_ORIGIN = {int(o): o for o in Origin}
+
+
 def decode_attribute(code: int, value: bytes, ctx: WireContext) -> Attribute:
     """One known attribute's value (flags already checked). Raises ``Malformed``."""
-    t = AttrType(code)
+    t = _ATTR_TYPE[code]
     L = UpdateSubcode.ATTRIBUTE_LENGTH_ERROR
     if t == AttrType.ORIGIN:
         if len(value) != 1:
             raise Malformed(L, f"ORIGIN length {len(value)}, expected 1")
         if value[0] > Origin.INCOMPLETE:
             raise Malformed(UpdateSubcode.INVALID_ORIGIN_ATTRIBUTE, f"ORIGIN value {value[0]}")
-        return OriginAttr(Origin(value[0]))
+        return OriginAttr(_ORIGIN[value[0]])
     if t == AttrType.AS_PATH:
         return AsPath(_decode_segments(value, ctx.as4))
     if t == AttrType.AS4_PATH:

@@ -84,6 +84,11 @@ MALFORMED_ACTION: dict[AttrType, Action] = {
 
 # Attributes an external peer must not send: dropped silently (RFC 7606 7.5, 7.9, 7.10).
 IBGP_ONLY = (AttrType.LOCAL_PREF, AttrType.ORIGINATOR_ID, AttrType.CLUSTER_LIST)
+# Plain ints and a dict for the attribute loop: an enum call or an IntFlag operation costs
+# ~1 us each, and a new attribute set meets a dozen of them.
+_EXTENDED_LENGTH = int(AttrFlag.EXTENDED_LENGTH)
+_OPTIONAL = int(AttrFlag.OPTIONAL)
+_ATTR_TYPE = {int(t): t for t in AttrType}
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,7 +365,7 @@ def _parse_attributes(data: bytes, ctx: WireContext, has_nlri: bool) -> _Attrs:
     i, end = 0, len(data)
     while i < end:
         flags = data[i]
-        hdr = 4 if flags & AttrFlag.EXTENDED_LENGTH else 3
+        hdr = 4 if flags & _EXTENDED_LENGTH else 3
         if end - i < hdr:
             # RFC 7606 4: too few octets left for an attribute header
             problems.append(
@@ -409,7 +414,7 @@ def _parse_attributes(data: bytes, ctx: WireContext, has_nlri: bool) -> _Attrs:
             continue
         seen.add(code)
         if code not in ATTR_FLAGS:
-            if not flags & AttrFlag.OPTIONAL:
+            if not flags & _OPTIONAL:
                 problems.append(
                     Problem(
                         Action.SESSION_RESET,
@@ -422,7 +427,7 @@ def _parse_attributes(data: bytes, ctx: WireContext, has_nlri: bool) -> _Attrs:
             else:
                 attrs.append(UnknownAttribute(code, flags & 0xE0, bytes(value)))
             continue
-        t = AttrType(code)
+        t = _ATTR_TYPE[code]
         if ctx.ebgp and t in IBGP_ONLY:
             problems.append(
                 Problem(
