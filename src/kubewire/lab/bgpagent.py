@@ -99,7 +99,8 @@ class BgpAgent:
             self._dirty.clear()
             try:
                 await self._apply_plan()
-            except Exception:
+            except Exception as exc:  # e.g. the speaker cannot listen: say so in `bgp peers`
+                self.problem = f"the BGP speaker could not apply its plan: {exc}"
                 log.exception("BGP on %s: applying the plan failed", self.node)
 
     async def stop(self) -> None:
