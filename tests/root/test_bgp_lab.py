@@ -251,3 +251,58 @@ def test_a_full_block_makes_the_node_claim_another(tmp_path: Path) -> None:
                       lab=name).stdout
         for block in blocks:
             assert f"{IPv4Address(int(block.network_address) + 1)}/26" in gateways
+
+
+PASSWORDS = """apiVersion: v1
+kind: Secret
+metadata: {name: bgp-passwords, namespace: kube-system}
+stringData: {mesh: n0des-only, tor: not-what-bird-expects}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec:
+  nodeMeshPassword: {secretKeyRef: {name: bgp-passwords, key: mesh}}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor}
+spec:
+  peerIP: 172.18.0.1
+  asNumber: 65000
+  password: {secretKeyRef: {name: bgp-passwords, key: tor}}
+"""
+
+
+def test_passwords_from_secrets_sign_the_sessions(tmp_path: Path) -> None:
+    """TCP MD5 (RFC 2385) keys from a kube-system Secret: the mesh, keyed on both ends, comes
+    up; the ToR, whose BIRD has no key, never answers a signed SYN, and `bgp peers` says so."""
+    name = "t-bgpmd5"
+    manifests = _docs(cluster_yaml(name, nodes=2, backend="bgp"), PASSWORDS)
+    with lab(name, manifests, tmp_path):
+        def as_expected() -> bool:
+            rows = _peers(name)
+            mesh = [r for r in rows if r["origin"] == "mesh"]
+            tor = [r for r in rows if r["address"] == "172.18.0.1"]
+            return (len(mesh) == 2 and all(r["state"] == "Established" for r in mesh)
+                    and len(tor) == 2 and all(r["state"] != "Established" and r["last_error"]
+                                              for r in tor))
+        wait_until(as_expected, timeout=20, what="signed mesh up, unsigned ToR refused")
+        # The keys are really on the sockets: the kernel reports them per connection.
+        sockets = kw("exec", "node/node-1", "--", "ss", "-tnie", "state", "established",
+                     "( sport = :179 or dport = :179 )", lab=name).stdout
+        assert "md5" in sockets, sockets
+        # Without the key the ToR session comes up; the mesh keeps its key and its session.
+        fixed = tmp_path / "fixed.yaml"
+        fixed.write_text(TOR_PEER)
+        kw("apply", "-f", str(fixed), lab=name)
+        wait_until(lambda: _all_established(name, {"node-1": 2, "node-2": 2}), timeout=30,
+                   what="the ToR sessions without a key")
+        # A key that does not exist is reported, and the node keeps its sessions.
+        broken = tmp_path / "broken.yaml"
+        broken.write_text(TOR_PEER.replace("keepOriginalNextHop: true",
+                                           "password: {secretKeyRef: {name: nope, key: x}}"))
+        kw("apply", "-f", str(broken), lab=name)
+        wait_until(lambda: "Secret kube-system/nope does not exist" in kw(
+            "bgp", "peers", lab=name).stderr, timeout=10, what="the missing Secret reported")
+        assert _all_established(name, {"node-1": 2, "node-2": 2})

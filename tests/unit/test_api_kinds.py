@@ -39,7 +39,7 @@ def test_kind_table() -> None:
     assert set(loadable_kinds()) == {
         "Namespace", "Pod", "Service", "ConfigMap", "EndpointSlice", "Deployment", "ReplicaSet",
         "StatefulSet", "DaemonSet", "Cluster", "NetworkPolicy", "BGPConfiguration", "BGPPeer",
-        "IPPool",
+        "IPPool", "Secret",
     }
     assert not KINDS["Node"].loadable and not KINDS["BlockAffinity"].loadable
     assert KINDS["Cluster"].api_version == "kubewire.dev/v1alpha1"

@@ -17,6 +17,7 @@ from kubewire.bgpnet import (
     BgpNode,
     BgpSettings,
     DuplicateNode,
+    InvalidObject,
     NodePlan,
     PeerSpec,
     UnknownNode,
@@ -275,3 +276,19 @@ def test_two_nodes_with_one_address() -> None:
     twin = node_obj(1, name="twin")
     with pytest.raises(DuplicateNode, match="'node-1' and 'twin' have the same InternalIP"):
         plan_node("node-1", nodes_of(THREE[0], twin), BgpSettings(), [])
+
+
+def test_passwords_come_from_secrets_and_reach_the_neighbour_configs() -> None:
+    nodes = nodes_of(*THREE)
+    settings = BgpSettings.from_obj({"metadata": {"name": "default"}, "spec": {
+        "nodeMeshPassword": {"secretKeyRef": {"name": "bgp", "key": "mesh"}}}})
+    tor = PeerSpec.from_obj({"metadata": {"name": "tor"}, "spec": {
+        "peerIP": "172.18.0.1", "asNumber": 65000,
+        "password": {"secretKeyRef": {"name": "bgp", "key": "tor"}}}})
+    secrets = {"bgp": {"mesh": "m3sh", "tor": "t0r"}}
+    plan = plan_node("node-1", nodes, settings, [tor], secrets)
+    by_address = {str(n.address): n.password for n in plan.to_neighbor_configs()}
+    assert by_address == {"172.18.0.1": "t0r", "172.18.0.12": "m3sh", "172.18.0.13": "m3sh"}
+    assert "m3sh" not in repr(plan)  # a password never reaches a log line through repr
+    with pytest.raises(InvalidObject, match=r'BGPPeer/tor spec\.password: .*no key "tor"'):
+        plan_node("node-1", nodes, settings, [tor], {"bgp": {"mesh": "m3sh"}})

@@ -19,6 +19,7 @@ from kubewire.bgpnet import (
     InvalidObject,
     NodeWithoutAddress,
     PeerSpec,
+    SecretKeyRef,
 )
 from kubewire.controllers.nodes import build_node
 
@@ -89,10 +90,15 @@ def test_two_bgp_configurations() -> None:
         BgpSettings.from_objects(objs)
 
 
-def test_settings_refuse_a_mesh_password() -> None:
-    with pytest.raises(InvalidObject, match="Secrets"):
-        BgpSettings.from_obj({"metadata": {"name": "default"}, "spec": {
-            "nodeMeshPassword": {"secretKeyRef": {"name": "s", "key": "k"}}}})
+def test_passwords_are_secret_key_refs() -> None:
+    settings = BgpSettings.from_obj({"metadata": {"name": "default"}, "spec": {
+        "nodeMeshPassword": {"secretKeyRef": {"name": "s", "key": "k"}}}})
+    assert settings.mesh_password == SecretKeyRef("s", "k")
+    assert settings.mesh_password.resolve({"s": {"k": "pw"}}, "here") == "pw"
+    with pytest.raises(InvalidObject, match='Secret kube-system/s has no key "k"'):
+        settings.mesh_password.resolve({"s": {}}, "here")
+    with pytest.raises(InvalidObject, match="Secret kube-system/s does not exist"):
+        settings.mesh_password.resolve({}, "here")
 
 
 def test_peer_views() -> None:
@@ -115,8 +121,8 @@ def test_peer_views() -> None:
     ({"peerSelector": "all()", "asNumber": 1}, "must be empty with peerSelector"),
     ({"peerSelector": "all(", "asNumber": 1}, "invalid selector 'all\\('"),
     ({"peerSelector": "all()", "node": "a", "nodeSelector": "all()"}, "exclusive"),
-    ({"peerSelector": "all()", "password": {"secretKeyRef": {"name": "s", "key": "k"}}},
-     "Secrets"),
+    ({"peerSelector": "all()", "password": {"secretKeyRef": {"name": "s"}}},
+     "secretKeyRef: {name: SECRET, key: KEY}"),
     ({"peerSelector": "all()", "filters": ["f"]}, "BGPFilter is not supported"),
 ])
 def test_peer_errors(spec: dict[str, Any], message: str) -> None:

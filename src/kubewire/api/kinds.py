@@ -88,6 +88,7 @@ KINDS: Mapping[str, KindInfo] = MappingProxyType(
             KindInfo("Pod", ("v1",), True, "pods", ("po",)),
             KindInfo("Service", ("v1",), True, "services", ("svc",)),
             KindInfo("ConfigMap", ("v1",), True, "configmaps", ("cm",)),
+            KindInfo("Secret", ("v1",), True, "secrets"),
             KindInfo("EndpointSlice", ("discovery.k8s.io/v1",), True, "endpointslices"),
             KindInfo("NetworkPolicy", ("networking.k8s.io/v1",), True, "networkpolicies",
                      ("netpol",)),

@@ -36,7 +36,7 @@ class NeighborConfig:
     export_policy: Policy | None = None
     next_hop_self: bool = False
     rr_client: bool = False
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line
     ttl_security: int | None = None
     keep_next_hop: bool = False
     description: str = ""

@@ -16,15 +16,18 @@ from kubewire.bgpnet.services import service_prefixes
 from kubewire.bgpnet.views import (
     ANNOTATION_AS_NUMBER,
     ANNOTATION_RR_CLUSTER_ID,
+    SECRETS_NAMESPACE,
     BgpNode,
     BgpSettings,
     PeerSpec,
+    SecretKeyRef,
 )
 
 __all__ = [
     "ANNOTATION_AS_NUMBER",
     "ANNOTATION_RR_CLUSTER_ID",
     "MESH",
+    "SECRETS_NAMESPACE",
     "BgpNetError",
     "BgpNode",
     "BgpSettings",
@@ -35,6 +38,7 @@ __all__ = [
     "NodeWithoutAddress",
     "PeerPlan",
     "PeerSpec",
+    "SecretKeyRef",
     "UnknownNode",
     "plan_node",
     "service_prefixes",

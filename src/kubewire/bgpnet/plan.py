@@ -3,13 +3,14 @@ BGPConfiguration and the BGPPeers. Pure and deterministic; README.md has the rul
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from kubewire.bgpd.config import NeighborConfig
 from kubewire.bgpnet.errors import DuplicateNode, UnknownNode
-from kubewire.bgpnet.views import BgpNode, BgpSettings, PeerSpec
+from kubewire.bgpnet.views import BgpNode, BgpSettings, PeerSpec, SecretKeyRef
 
 __all__ = ["MESH", "NodePlan", "PeerPlan", "plan_node"]
 
@@ -33,6 +34,8 @@ class PeerPlan:
     origin: str
     node: str | None = None
     sources: tuple[str, ...] = ()
+    # The TCP MD5 password (RFC 2385), resolved from its Secret; kept out of repr.
+    password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +50,8 @@ class NodePlan:
     def to_neighbor_configs(self) -> tuple[NeighborConfig, ...]:
         """The speaker's neighbours. Between two nodes the lower address waits (passive) and
         the higher connects, as Calico makes its mesh unidirectional: one connection instead
-        of two racing ones. A node that just joined connects before the others' plans know
+        of two racing ones. An unanswered connect is reported after
+        ``CONNECT_RETRY_SECONDS``. A node that just joined connects before the others' plans know
         it, and is refused: it retries after ``NODE_IDLE_HOLD_SECONDS`` (doubling on each
         failure), not the speaker's default second."""
         return tuple(
@@ -59,8 +63,10 @@ class NodePlan:
                 rr_client=p.rr_client,
                 ttl_security=p.ttl_security,
                 keep_next_hop=p.keep_next_hop,
+                password=p.password,
                 passive=p.node is not None and self.router_id < p.address,
                 idle_hold_time=NODE_IDLE_HOLD_SECONDS if p.node is not None else 1.0,
+                connect_retry_time=CONNECT_RETRY_SECONDS,
                 description=p.origin,
             )
             for p in self.neighbors
@@ -68,6 +74,10 @@ class NodePlan:
 
 
 NODE_IDLE_HOLD_SECONDS = 0.1
+# RFC 4271's ConnectRetryTimer: how long an unanswered connect waits before the session says
+# so and tries again. Routers use 30-120 s; a lab shows a mistake (a TCP MD5 key the peer
+# does not have looks like silence) within seconds.
+CONNECT_RETRY_SECONDS = 5
 
 
 def _index(nodes: Iterable[BgpNode]) -> dict[str, BgpNode]:
@@ -84,7 +94,8 @@ def _index(nodes: Iterable[BgpNode]) -> dict[str, BgpNode]:
 
 
 def _node_peer(
-    local: BgpNode, other: BgpNode, settings: BgpSettings, source: str, peer: PeerSpec | None
+    local: BgpNode, other: BgpNode, settings: BgpSettings, source: str, peer: PeerSpec | None,
+    password: str | None,
 ) -> PeerPlan:
     local_asn = local.asn or settings.asn
     asn = other.asn or settings.asn
@@ -109,19 +120,29 @@ def _node_peer(
         origin=origin,
         node=other.name,
         sources=(source,),
+        password=password,
     )
 
 
 def plan_node(
-    node_name: str, nodes: Iterable[BgpNode], settings: BgpSettings, peers: Iterable[PeerSpec]
+    node_name: str, nodes: Iterable[BgpNode], settings: BgpSettings, peers: Iterable[PeerSpec],
+    secrets: Mapping[str, Mapping[str, str]] | None = None,
 ) -> NodePlan:
     """The plan of ``node_name``: neighbours sorted by address.
 
     When several sources ask for the same neighbour address, the BGPPeer whose name sorts
     first wins over later ones and every BGPPeer wins over the mesh (an explicit peering
     is more specific); the losers are listed after the winner in ``sources``.
-    Raises UnknownNode, DuplicateNode.
+    ``secrets`` (Secret name -> decoded data, of ``SECRETS_NAMESPACE``) gives passwords.
+    Raises UnknownNode, DuplicateNode, and InvalidObject for a password whose Secret or key
+    is missing (the node then keeps its previous plan: nothing is half-applied).
     """
+    found = secrets or {}
+
+    def password(ref: SecretKeyRef | None, where: str) -> str | None:
+        return None if ref is None else ref.resolve(found, where)
+
+    mesh_password = password(settings.mesh_password, "BGPConfiguration spec.nodeMeshPassword")
     by_name = _index(nodes)
     local = by_name.get(node_name)
     if local is None:
@@ -140,7 +161,8 @@ def plan_node(
                 forward = peer.applies_to(local) and peer.peer_selector.matches(other.labels)
                 reverse = peer.applies_to(other) and peer.peer_selector.matches(local.labels)
                 if forward or reverse:
-                    plan = _node_peer(local, other, settings, source, peer)
+                    plan = _node_peer(local, other, settings, source, peer,
+                                      password(peer.password, f"BGPPeer/{peer.name} spec.password"))
                     candidates.setdefault(other.address, []).append(plan)
         elif peer.peer_ip is not None and peer.asn is not None and peer.applies_to(local):
             if peer.peer_ip == local.address:
@@ -155,22 +177,18 @@ def plan_node(
                 source_address=local.address if peer.use_node_ip else None,
                 origin=source,
                 sources=(source,),
+                password=password(peer.password, f"BGPPeer/{peer.name} spec.password"),
             ))
     if settings.mesh:
         for other in by_name.values():
             if other is not local:
                 candidates.setdefault(other.address, []).append(
-                    _node_peer(local, other, settings, MESH, None))
+                    _node_peer(local, other, settings, MESH, None, mesh_password))
     neighbors = []
     for address in sorted(candidates):
         first, *rest = candidates[address]
         sources = first.sources + tuple(s for p in rest for s in p.sources)
-        neighbors.append(PeerPlan(
-            address=first.address, asn=first.asn, port=first.port, rr_client=first.rr_client,
-            ttl_security=first.ttl_security, keep_next_hop=first.keep_next_hop,
-            source_address=first.source_address, origin=first.origin, node=first.node,
-            sources=sources,
-        ))
+        neighbors.append(dataclasses.replace(first, sources=sources))
     return NodePlan(
         node=local.name,
         asn=local.asn or settings.asn,

@@ -22,7 +22,6 @@ from kubewire.api.calicoselectors import (
 from kubewire.api.validation.calico import (
     DEFAULT_AS_NUMBER,
     DEFAULT_LISTEN_PORT,
-    SECRETS_UNSUPPORTED,
     parse_as_number,
     parse_peer_ip,
 )
@@ -32,14 +31,49 @@ from kubewire.bgpnet.errors import DuplicateBgpConfiguration, InvalidObject, Nod
 __all__ = [
     "ANNOTATION_AS_NUMBER",
     "ANNOTATION_RR_CLUSTER_ID",
+    "SECRETS_NAMESPACE",
     "BgpNode",
     "BgpSettings",
     "PeerSpec",
+    "SecretKeyRef",
 ]
 
 # The annotations Calico's Kubernetes datastore keeps a node's BGP spec in.
 ANNOTATION_AS_NUMBER = "projectcalico.org/ASNumber"
 ANNOTATION_RR_CLUSTER_ID = "projectcalico.org/RouteReflectorClusterID"
+
+
+# BGP passwords are keys of Secrets in the namespace calico-node runs in (kube-system in a
+# manifest install; calico-system under the operator).
+SECRETS_NAMESPACE = "kube-system"
+
+
+@dataclass(frozen=True, slots=True)
+class SecretKeyRef:
+    """A password: key ``key`` of the Secret ``name`` in ``SECRETS_NAMESPACE``."""
+
+    name: str
+    key: str
+
+    def resolve(self, secrets: Mapping[str, Mapping[str, str]], where: str) -> str:
+        """The password, from ``secrets`` (Secret name -> decoded data)."""
+        data = secrets.get(self.name)
+        if data is None:
+            raise InvalidObject(where, f"Secret {SECRETS_NAMESPACE}/{self.name} does not exist")
+        if self.key not in data:
+            raise InvalidObject(where, f'Secret {SECRETS_NAMESPACE}/{self.name} has no key '
+                                f'"{self.key}"')
+        return data[self.key]
+
+
+def _secret_ref(where: str, value: Any) -> SecretKeyRef | None:
+    if value is None:
+        return None
+    ref = _mapping(_mapping(value).get("secretKeyRef"))
+    name, key = ref.get("name"), ref.get("key")
+    if not isinstance(name, str) or not isinstance(key, str) or not name or not key:
+        raise InvalidObject(where, "write secretKeyRef: {name: SECRET, key: KEY}")
+    return SecretKeyRef(name, key)
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -141,6 +175,7 @@ class BgpSettings:
     service_cluster_ips: tuple[IPv4Network, ...] = ()
     service_external_ips: tuple[IPv4Network, ...] = ()
     service_load_balancer_ips: tuple[IPv4Network, ...] = ()
+    mesh_password: SecretKeyRef | None = None
 
     @classmethod
     def from_obj(cls, obj: Mapping[str, Any] | None) -> BgpSettings:
@@ -149,8 +184,6 @@ class BgpSettings:
             return cls()
         where = f"BGPConfiguration/{_name(obj)}"
         spec = _mapping(obj.get("spec"))
-        if spec.get("nodeMeshPassword") is not None:
-            raise InvalidObject(f"{where} spec.nodeMeshPassword", SECRETS_UNSUPPORTED)
         asn = DEFAULT_AS_NUMBER
         if spec.get("asNumber") is not None:
             parsed = parse_as_number(spec["asNumber"])
@@ -170,6 +203,8 @@ class BgpSettings:
                                            spec.get("serviceExternalIPs")),
             service_load_balancer_ips=_networks(f"{where} spec.serviceLoadBalancerIPs",
                                                 spec.get("serviceLoadBalancerIPs")),
+            mesh_password=_secret_ref(f"{where} spec.nodeMeshPassword",
+                                      spec.get("nodeMeshPassword")),
         )
 
     @classmethod
@@ -205,6 +240,7 @@ class PeerSpec:
     keep_next_hop: bool = False
     ttl_security: int | None = None
     use_node_ip: bool = True
+    password: SecretKeyRef | None = None
 
     def applies_to(self, node: BgpNode) -> bool:
         """Whether ``node`` is a local end of this peering (node, nodeSelector, or all)."""
@@ -217,8 +253,6 @@ class PeerSpec:
         name = _name(obj)
         where = f"BGPPeer/{name}"
         spec = _mapping(obj.get("spec"))
-        if spec.get("password") is not None:
-            raise InvalidObject(f"{where} spec.password", SECRETS_UNSUPPORTED)
         if spec.get("filters"):
             raise InvalidObject(f"{where} spec.filters", "BGPFilter is not supported")
         node = spec.get("node") or None
@@ -257,4 +291,5 @@ class PeerSpec:
             keep_next_hop=bool(spec.get("keepOriginalNextHop", False)),
             ttl_security=int(ttl) if ttl else None,  # 0 is Calico's "off"
             use_node_ip=spec.get("sourceAddress", "UseNodeIP") != "None",
+            password=_secret_ref(f"{where} spec.password", spec.get("password")),
         )

@@ -163,6 +163,12 @@ def _cm_row(cm: Obj, _wide: bool, _ctx: Ctx) -> list[str]:
     return [cm["metadata"]["name"], str(len(cm.get("data", {}) or {})), age(cm)]
 
 
+def _secret_row(secret: Obj, _wide: bool, _ctx: Ctx) -> list[str]:
+    keys = set(secret.get("data") or {}) | set(secret.get("stringData") or {})
+    return [secret["metadata"]["name"], str(secret.get("type", "Opaque")), str(len(keys)),
+            age(secret)]
+
+
 def _netpol_row(pol: Obj, _wide: bool, _ctx: Ctx) -> list[str]:
     """kubectl's columns: the podSelector as a selector string, ``<none>`` when empty."""
     raw = (pol.get("spec") or {}).get("podSelector") or {}
@@ -215,6 +221,7 @@ TABLES: dict[str, tuple[list[str], list[str], Row]] = {
                 _svc_row),
     "EndpointSlice": (["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], [], _slice_row),
     "ConfigMap": (["NAME", "DATA", "AGE"], [], _cm_row),
+    "Secret": (["NAME", "TYPE", "DATA", "AGE"], [], _secret_row),
     "NetworkPolicy": (["NAME", "POD-SELECTOR", "AGE"], [], _netpol_row),
     "BGPConfiguration": (["NAME", "LOGSEVERITY", "MESHENABLED", "ASNUMBER", "AGE"], [],
                          _bgpconfig_row),

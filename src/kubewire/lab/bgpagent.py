@@ -17,6 +17,7 @@ is in flight; every 30 s the proto-186 table is compared with the Loc-RIB and re
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import socket
@@ -29,6 +30,7 @@ from typing import Any
 from kubewire.bgp.rib import RibChange
 from kubewire.bgpd import Speaker, SpeakerConfig, originations
 from kubewire.bgpnet import (
+    SECRETS_NAMESPACE,
     BgpNetError,
     BgpNode,
     BgpSettings,
@@ -43,7 +45,8 @@ from kubewire.store.store import StoreClient
 
 log = logging.getLogger(__name__)
 
-WATCHED = ("Node", "BGPConfiguration", "BGPPeer", "BlockAffinity", "Service", "EndpointSlice")
+WATCHED = ("Node", "BGPConfiguration", "BGPPeer", "BlockAffinity", "Service", "EndpointSlice",
+           "Secret")
 SETTLE_SECONDS = 0.02
 RESYNC_SECONDS = 30.0
 # Up to this many equal paths become one ECMP route (BIRD's `merge paths` has no limit
@@ -89,6 +92,8 @@ class BgpAgent:
             kind = ev.obj["kind"]
             if kind == "BlockAffinity" and ev.obj.get("spec", {}).get("node") != self.node:
                 continue
+            if kind == "Secret" and ev.obj["metadata"].get("namespace") != SECRETS_NAMESPACE:
+                continue
             return True
         return False
 
@@ -127,7 +132,7 @@ class BgpAgent:
             peers = [PeerSpec.from_obj(o) for o in self.client.list("BGPPeer")]
             if not any(n.name == self.node for n in nodes):
                 return None
-            plan = plan_node(self.node, nodes, settings, peers)
+            plan = plan_node(self.node, nodes, settings, peers, self._secrets())
             services = service_prefixes(self.node, settings, self.client.list("Service"),
                                         self.client.list("EndpointSlice"))
         except BgpNetError as exc:
@@ -138,6 +143,17 @@ class BgpAgent:
         blocks = {IPv4Network(a["spec"]["cidr"]) for a in self.client.list(
             "BlockAffinity", where=lambda a: a.get("spec", {}).get("node") == self.node)}
         return plan, blocks | set(services)
+
+    def _secrets(self) -> dict[str, dict[str, str]]:
+        """kube-system's Secrets as the API server serves them: stringData merged into the
+        base64-decoded data."""
+        out = {}
+        for secret in self.client.list("Secret", SECRETS_NAMESPACE):
+            data = {k: base64.b64decode(v).decode(errors="replace")
+                    for k, v in (secret.get("data") or {}).items()}
+            data.update(secret.get("stringData") or {})
+            out[secret["metadata"]["name"]] = data
+        return out
 
     async def _apply_plan(self) -> None:
         compiled = self._compile()

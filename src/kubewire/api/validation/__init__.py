@@ -26,7 +26,7 @@ from kubewire.api.validation.calico import (
     check_ip_pool,
 )
 from kubewire.api.validation.common import PROTOCOLS, Checker
-from kubewire.api.validation.configmaps import check_config_map
+from kubewire.api.validation.configmaps import check_config_map, check_secret
 from kubewire.api.validation.endpointslices import (
     ADDRESS_TYPES,
     LABEL_SERVICE_NAME,
@@ -77,6 +77,7 @@ VALIDATORS: Mapping[str, Validator] = {
     "Pod": check_pod,
     "Service": check_service,
     "ConfigMap": check_config_map,
+    "Secret": check_secret,
     "EndpointSlice": check_endpoint_slice,
     "NetworkPolicy": check_network_policy,
     "Deployment": check_replicated,

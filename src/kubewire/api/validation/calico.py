@@ -22,7 +22,6 @@ __all__ = [
     "DEFAULT_AS_NUMBER",
     "DEFAULT_BLOCK_SIZE",
     "DEFAULT_LISTEN_PORT",
-    "SECRETS_UNSUPPORTED",
     "check_bgp_configuration",
     "check_bgp_peer",
     "check_ip_pool",
@@ -33,10 +32,6 @@ __all__ = [
 DEFAULT_AS_NUMBER = 64512
 DEFAULT_LISTEN_PORT = 179
 DEFAULT_BLOCK_SIZE = 26
-SECRETS_UNSUPPORTED = (
-    "BGP passwords come from Secrets, which kubewire does not serve yet; remove the password "
-    "(TCP MD5 is available to the speaker, not yet to manifests)"
-)
 
 _BGPCONFIG_FIELDS = (
     "asNumber", "nodeToNodeMeshEnabled", "serviceClusterIPs", "serviceExternalIPs",
@@ -148,8 +143,9 @@ def _cidr_list(c: Checker, spec: Mapping[str, Any], field: str) -> None:
         _ipv4_cidr(c, item.get("cidr"), f"{item_path}.cidr", required="e.g. cidr: 10.96.0.0/12")
 
 
-def _no_secret(c: Checker, value: Any, path: str) -> None:
-    """Passwords are {secretKeyRef: {name, key}} in Calico; checked for shape, then refused."""
+def _secret_ref(c: Checker, value: Any, path: str) -> None:
+    """A password is {secretKeyRef: {name, key}}: a key of a Secret in kube-system, the
+    namespace calico-node runs in (the key is the TCP MD5 password, RFC 2385)."""
     if value is None:
         return
     ref = c.mapping(value, path)
@@ -163,7 +159,6 @@ def _no_secret(c: Checker, value: Any, path: str) -> None:
     c.known_fields(key_ref, f"{path}.secretKeyRef", ("name", "key", "optional"))
     c.string(key_ref.get("name"), f"{path}.secretKeyRef.name", required="the Secret's name")
     c.string(key_ref.get("key"), f"{path}.secretKeyRef.key", required="the key in the Secret")
-    c.error(path, SECRETS_UNSUPPORTED)
 
 
 def _duration(c: Checker, value: Any, path: str) -> None:
@@ -195,7 +190,7 @@ def check_bgp_configuration(c: Checker) -> None:
         c.port(spec["listenPort"], "spec.listenPort")
     c.choice(spec.get("logSeverityScreen"), "spec.logSeverityScreen", _LOG_SEVERITIES)
     c.choice(spec.get("bindMode"), "spec.bindMode", ("None", "NodeIP"))
-    _no_secret(c, spec.get("nodeMeshPassword"), "spec.nodeMeshPassword")
+    _secret_ref(c, spec.get("nodeMeshPassword"), "spec.nodeMeshPassword")
     _duration(c, spec.get("nodeMeshMaxRestartTime"), "spec.nodeMeshMaxRestartTime")
 
 
@@ -243,7 +238,7 @@ def check_bgp_peer(c: Checker) -> None:
             c.error("spec.reachableBy", f"{show_value(reachable)} {exc}")
         if peer_ip is None:
             c.error("spec.reachableBy", "only applies to a peerIP peer")
-    _no_secret(c, spec.get("password"), "spec.password")
+    _secret_ref(c, spec.get("password"), "spec.password")
     filters = c.sequence(spec.get("filters"), "spec.filters")
     if filters:
         c.error("spec.filters", "BGPFilter is not supported; remove the filters (every "

@@ -18,6 +18,7 @@ from kubewire.api.validation.common import Checker, NameRule, check_labels
 _TOP_LEVEL_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
 _TOP_LEVEL_FIELDS_BY_KIND: Mapping[str, tuple[str, ...]] = {
     "ConfigMap": ("apiVersion", "kind", "metadata", "data", "binaryData", "immutable"),
+    "Secret": ("apiVersion", "kind", "metadata", "data", "stringData", "type", "immutable"),
     "Cluster": ("apiVersion", "kind", "metadata", "spec"),
     "EndpointSlice": ("apiVersion", "kind", "metadata", "addressType", "endpoints", "ports"),
 }
