@@ -14,6 +14,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from kubewire.cli.failure import Failure
 from kubewire.gotelemetry import (
     GoTelemetryError,
     SchedTrace,
@@ -24,18 +25,6 @@ from kubewire.gotelemetry import (
 )
 from kubewire.gotelemetry.advisor import Advice, CpuLimit, GoVersion
 from kubewire.gotelemetry.probe import ProcessCpu, probe
-
-BAD_INPUT = 2
-
-
-class TelemetryInputError(click.ClickException):
-    """Bad input: `error: ...` on stderr, exit 2 (as `kubewire.cli.main.Failure`, which this
-    module cannot import: main imports the `go` group that imports this)."""
-
-    exit_code = BAD_INPUT
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.message}", err=True)
 
 
 def _console() -> Console:
@@ -49,7 +38,7 @@ def load_schedtrace(file: str, *, skip_bad: bool = False) -> SchedTrace:
     try:
         raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
     except OSError as e:
-        raise TelemetryInputError(
+        raise Failure(
             f"cannot read {file}: {e.strerror or e}; give a file holding the stderr of a Go "
             "program run with GODEBUG=schedtrace=1000 (or - for stdin)") from None
     name = "stdin" if file == "-" else file
@@ -57,11 +46,11 @@ def load_schedtrace(file: str, *, skip_bad: bool = False) -> SchedTrace:
     try:
         trace = parse_schedtrace(raw.decode("utf-8", errors="replace"), strict=not skip_bad)
     except GoTelemetryError as e:
-        raise TelemetryInputError(
+        raise Failure(
             f"{name}: {e}. If the program's own output is mixed into the runtime's lines, "
             "--skip-bad drops such records.") from None
     if not trace.samples:
-        raise TelemetryInputError(
+        raise Failure(
             f"{name}: no SCHED records in {trace.skipped_lines} lines; run the program with "
             "GODEBUG=schedtrace=1000 (add ,scheddetail=1 for P/M/G detail) and capture its "
             "stderr (2> FILE)")
@@ -142,7 +131,7 @@ def _version(text: str | None, what: str) -> GoVersion | None:
     try:
         return parse_go_version(text)
     except GoTelemetryError as e:
-        raise TelemetryInputError(f"{what}: {e}") from None
+        raise Failure(f"{what}: {e}") from None
 
 
 @click.command(name="maxprocs")
@@ -174,7 +163,7 @@ def maxprocs(cpu_limit: str | None, cpus: int | None, go_version: str | None,
         try:
             probed = probe(pid)
         except GoTelemetryError as e:
-            raise TelemetryInputError(str(e)) from None
+            raise Failure(str(e)) from None
     try:
         limit: CpuLimit | None
         if cpu_limit is not None:
@@ -196,7 +185,7 @@ def maxprocs(cpu_limit: str | None, cpus: int | None, go_version: str | None,
                              if probed and probed.build and go_mod is None else None),
         )
     except GoTelemetryError as e:
-        raise TelemetryInputError(str(e)) from None
+        raise Failure(str(e)) from None
     if output == "json":
         doc = advice.to_dict()
         if probed:

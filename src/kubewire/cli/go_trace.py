@@ -12,6 +12,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from kubewire.cli.failure import Failure
 from kubewire.cli.progress import Progress
 from kubewire.golatency import LatencyReport, attribute
 from kubewire.golatency.summary import TraceSummary, format_ns, iter_slices, summarize
@@ -19,29 +20,17 @@ from kubewire.golatency.timeline import render_html
 from kubewire.gosched import GoSchedError, replay
 from kubewire.gotrace import Event, GoTraceError, read_events
 
-BAD_INPUT = 2
-
-
-class TraceInputError(click.ClickException):
-    """Bad input: `error: ...` on stderr, exit 2 (as `kubewire.cli.main.Failure`, which this
-    module cannot import: main imports the `go` group that imports this)."""
-
-    exit_code = BAD_INPUT
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.message}", err=True)
-
 
 def load_events(path: str) -> list[Event]:
     try:
         data = Path(path).read_bytes()
     except OSError as e:
-        raise TraceInputError(f"cannot read {path}: {e.strerror or e}; give the path of a "
+        raise Failure(f"cannot read {path}: {e.strerror or e}; give the path of a "
                               "runtime/trace file") from None
     try:
         return read_events(data)
     except GoTraceError as e:
-        raise TraceInputError(f"{path}: {e}") from None
+        raise Failure(f"{path}: {e}") from None
 
 
 def model_replay(events: list[Event]) -> dict[str, Any]:
@@ -81,7 +70,7 @@ def trace(file: str, output: str, html_out: str | None, top: int, waits: bool) -
             try:
                 Path(html_out).write_text(page, encoding="utf-8")
             except OSError as e:
-                raise TraceInputError(f"cannot write {html_out}: {e.strerror or e}") from None
+                raise Failure(f"cannot write {html_out}: {e.strerror or e}") from None
     if output == "json":
         doc = {"file": file, "summary": summary.to_dict(),
                "latency": report.to_dict(waits=waits, top=top), "model": model}

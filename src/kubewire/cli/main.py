@@ -23,23 +23,13 @@ from kubewire.api.selectors import SelectorError, parse_selector_string
 from kubewire.cli import printers
 from kubewire.cli.bgpcmd import bgp
 from kubewire.cli.client import DaemonClient, DaemonUnavailable
+from kubewire.cli.failure import BAD_INPUT, Failure
 from kubewire.cli.gocmd import go
 from kubewire.cli.manifests import LoadedInput, load_input
 from kubewire.cli.progress import Progress
 from kubewire.lab import names
 from kubewire.lab.state import LabDirs, list_labs
 from kubewire.workload import runner
-
-BAD_INPUT = 2
-
-
-class Failure(click.ClickException):
-    """A user-facing error: message to stderr, exit code 2, nothing changed."""
-
-    exit_code = BAD_INPUT
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.message}", err=True)
 
 
 def fail(message: str) -> NoReturn:
