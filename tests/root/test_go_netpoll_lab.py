@@ -124,10 +124,11 @@ def test_go_server_in_a_pod_is_woken_by_the_net_poller(toolchain: str, tmp_path:
 
         netpoll = report.cause(Cause.NETPOLL)
         assert netpoll is not None
-        # a request after the first on a keep-alive connection usually finds its handler
-        # goroutine parked in the poller: it answered the previous one and read again (if
-        # the next request is already queued when it reads, it does not park)
-        assert netpoll.dist.count >= len(jobs) * (REQUESTS_PER_CONN - 1) // 2
+        # How many requests find their reader parked in the poller depends on timing (on a
+        # busy host the next request is often queued before the read, which then does not
+        # park), so the count is only bounded below by the accept loop's wake-ups, checked
+        # one by one below; the handlers' own wake-ups are checked per goroutine.
+        assert netpoll.dist.count >= len(jobs)
         # the server logs each request's path on the goroutine that handled it
         handlers: dict[int, int] = {}
         for ev in events:
