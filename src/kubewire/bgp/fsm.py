@@ -397,6 +397,9 @@ _UNEXPECTED = {
 }
 
 
+_UPDATE = MessageType.UPDATE
+
+
 @dataclass(slots=True)
 class Fsm:
     config: FsmConfig
@@ -494,8 +497,15 @@ class Fsm:
         except MessageError as e:
             self._dispatch(out, MessageErr(e))
             return
+        established = State.ESTABLISHED
         for fr in frames:
-            if self._closed():
+            if self.state is established:
+                if fr.type is _UPDATE:
+                    # what _dispatch does with an UpdateMsg in Established, without building
+                    # the event and walking the event checks once per UPDATE
+                    self._update(out, fr.body)
+                    continue
+            elif self._closed():
                 break  # the connection is gone; the rest of the stream is moot
             self._dispatch(out, self._event_for(fr))
 
@@ -665,27 +675,34 @@ class Fsm:
         elif isinstance(ev, KeepAliveMsg):
             self._restart_hold(out)
         elif isinstance(ev, UpdateMsg):
-            res = decode_update(ev.body, self.session.context)
-            if res.action == UpdateAction.SESSION_RESET:
-                code, sub, data = res.notification() or (
-                    ErrorCode.UPDATE_MESSAGE_ERROR,
-                    UpdateSubcode.MALFORMED_ATTRIBUTE_LIST,
-                    b"",
-                )
-                self._to_idle(
-                    out,
-                    f"bad UPDATE: {res.problems[0].reason}",
-                    count=True,
-                    notify=Notification(code, sub, data),
-                )
-                return
-            self._restart_hold(out)
-            out.append(DeliverUpdate(res))
+            self._update(out, ev.body)
         elif isinstance(ev, RouteRefreshMsg):
             self._restart_hold(out)
             out.append(DeliverRouteRefresh(ev.request))
         else:
             self._fsm_error(out, type(ev).__name__)
+
+    def _update(self, out: list[FsmAction], body: bytes) -> None:
+        """UpdateMsg in Established."""
+        session = self.session
+        assert session is not None
+        res = decode_update(body, session.context)
+        if res.action == UpdateAction.SESSION_RESET:
+            code, sub, data = res.notification() or (
+                ErrorCode.UPDATE_MESSAGE_ERROR,
+                UpdateSubcode.MALFORMED_ATTRIBUTE_LIST,
+                b"",
+            )
+            self._to_idle(
+                out,
+                f"bad UPDATE: {res.problems[0].reason}",
+                count=True,
+                notify=Notification(code, sub, data),
+            )
+            return
+        if session.hold_time:
+            self._start(out, Timer.HOLD, session.hold_time)
+        out.append(DeliverUpdate(res))
 
     def send_update(self, update: Update) -> list[FsmAction]:
         """Send an UPDATE in Established; like a KEEPALIVE it restarts the KeepaliveTimer."""

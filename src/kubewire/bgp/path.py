@@ -3,8 +3,11 @@ fields (not wire order), and where it came from."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from operator import attrgetter
+from typing import Any
 
 from kubewire.bgp.attributes import (
     Aggregator,
@@ -57,6 +60,10 @@ class PathAttributes:
     def from_attributes(
         cls, attributes: tuple[Attribute, ...], afi: Afi = Afi.IPV4
     ) -> PathAttributes:
+        if cls is PathAttributes and afi is Afi.IPV4:
+            fast = _from_common(attributes)
+            if fast is not None:
+                return fast
         kw: dict[str, object] = {}
         unknown: list[UnknownAttribute] = []
         for a in attributes:
@@ -139,6 +146,38 @@ class PathAttributes:
 
     def with_(self, **changes: object) -> PathAttributes:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+_FIELDS = [f.name for f in fields(PathAttributes)]
+_INDEX = {name: i for i, name in enumerate(_FIELDS)}
+_DEFAULTS = [getattr(PathAttributes(), name) for name in _FIELDS]
+_SETTERS = [getattr(PathAttributes, name).__set__ for name in _FIELDS]
+# the IPv4 fields the attributes a full table carries fill, by the attribute's exact type
+# (isinstance against these ABC subclasses goes through ABCMeta.__instancecheck__)
+_COMMON: dict[type, tuple[int, Callable[[Any], object]]] = {
+    OriginAttr: (_INDEX["origin"], attrgetter("origin")),
+    AsPath: (_INDEX["as_path"], lambda a: a),
+    NextHop: (_INDEX["next_hop"], attrgetter("address")),
+    MultiExitDisc: (_INDEX["med"], attrgetter("value")),
+    LocalPref: (_INDEX["local_pref"], attrgetter("value")),
+    Communities: (_INDEX["communities"], attrgetter("values")),
+}
+
+
+def _from_common(attributes: tuple[Attribute, ...]) -> PathAttributes | None:
+    """``PathAttributes.from_attributes(attributes)`` (IPv4) when every attribute is of a
+    ``_COMMON`` type, else None; built through the slot descriptors, as the dataclass
+    __init__ would set the fields through object.__setattr__ one by one."""
+    values = _DEFAULTS.copy()
+    for a in attributes:
+        how = _COMMON.get(type(a))
+        if how is None:
+            return None
+        values[how[0]] = how[1](a)
+    out = object.__new__(PathAttributes)
+    for put, v in zip(_SETTERS, values, strict=True):
+        put(out, v)
+    return out
 
 
 def withdraw_update(prefixes: tuple[Prefix, ...]) -> Update:

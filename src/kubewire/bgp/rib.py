@@ -53,9 +53,11 @@ def _rejected_on_import(path: Path, config: DecisionConfig, cluster_id: IPv4Addr
 def _rejected(
     a: PathAttributes, peer: Peer, config: DecisionConfig, cluster_id: IPv4Address | None
 ) -> bool:
-    if config.local_as in a.as_path.all_asns():
+    asn = config.local_as
+    if any(asn in s.asns for s in a.as_path.segments):
         return True  # RFC 4271 9.1.2: AS loop
-    if a.originator_id == config.router_id:
+    # (``None == IPv4Address`` goes through IPv4Address.__eq__ and an AttributeError)
+    if a.originator_id is not None and a.originator_id == config.router_id:
         return True  # RFC 4456 8: our own route reflected back
     return cluster_id is not None and cluster_id in a.cluster_list  # RFC 4456 8: cluster loop
 
@@ -285,9 +287,11 @@ class Rib:
         # ids of a candidate combination -> (the entries, kept so the ids stay theirs, pick)
         self._picks: dict[tuple[int, ...], tuple[tuple[_Src, ...], _Pick | None]] = {}
         self._clock = 0
-        # id(attribute tuple), family, peer -> (the tuple, kept so the id stays its, ...)
-        self._memo: dict[tuple[int, Afi, Peer], tuple[tuple[Attribute, ...], PathAttributes,
-                                                      bool]] = {}
+        # id(attribute tuple), IPv6?, id(peer) -> (the tuple and the peer, kept so the ids
+        # stay theirs, the PathAttributes, rejected on import)
+        self._memo: dict[tuple[int, bool, int], tuple[tuple[Attribute, ...], PathAttributes,
+                                                      bool, Peer]] = {}
+        self._tables: dict[int, tuple[Peer, dict[int, _Src]]] = {}  # id(peer) -> its _in
 
     @property
     def loc(self) -> LocRib:
@@ -317,9 +321,13 @@ class Rib:
         """``receive`` with the changes in compact form. All prefixes of one family in an
         UPDATE share one ``_Src`` (attributes, next-hop resolution, import checks)."""
         out = ChangeBatch()
-        table = self._in.get(peer)
-        if table is None:
-            table = self._in[peer] = {}
+        # By identity first: hashing a Peer hashes its IPv4Addresses in Python (~2 us)
+        hit = self._tables.get(id(peer))
+        if hit is not None and hit[0] is peer:
+            table = hit[1]
+        else:
+            table = self._in.setdefault(peer, {})
+            self._tables[id(peer)] = (peer, table)
         announce = result.announce_keys()
         withdraw = result.withdraw_keys()
         if withdraw:
@@ -333,7 +341,8 @@ class Rib:
                 self._place(dict.fromkeys(gone), list(filter(None, was)), None, peer, out)
         if announce:
             self._clock += 1
-            if max(announce) >= KEY_V6:  # MP_REACH_NLRI of IPv6 (alone or beside IPv4)
+            # MP_REACH_NLRI of IPv6 (alone or beside IPv4); a "plain" result has none
+            if not result._plain and max(announce) >= KEY_V6:
                 fams = [(Afi.IPV4, [k for k in announce if k < KEY_V6]),
                         (Afi.IPV6, [k for k in announce if k >= KEY_V6])]
             else:
@@ -355,13 +364,13 @@ class Rib:
     ) -> tuple[PathAttributes, bool]:
         """``PathAttributes`` and the import loop checks, once per attribute set: the codec
         hands out the same tuple for UPDATEs with the same attribute octets."""
-        key = (id(attributes), afi, peer)
+        key = (id(attributes), afi is Afi.IPV6, id(peer))
         got = self._memo.get(key)
-        if got is None or got[0] is not attributes:
+        if got is None or got[0] is not attributes or got[3] is not peer:
             if len(self._memo) >= 4096:
                 self._memo.clear()
             attrs = PathAttributes.from_attributes(attributes, afi)
-            got = (attributes, attrs, _rejected(attrs, peer, self.config, self.cluster_id))
+            got = (attributes, attrs, _rejected(attrs, peer, self.config, self.cluster_id), peer)
             self._memo[key] = got
         return got[1], got[2]
 
@@ -371,6 +380,7 @@ class Rib:
     def peer_down_batch(self, peer: Peer) -> ChangeBatch:
         out = ChangeBatch()
         table = self._in.pop(peer, None)
+        self._tables.clear()
         if table:
             self._place(table, list(table.values()), None, peer, out)  # type: ignore[arg-type]
         return out

@@ -416,6 +416,11 @@ class Speaker:
             nb.main, nb.extra = nb.extra, None
 
     def _act(self, nb: _Neighbor, sess: _Session, action: FsmAction) -> None:
+        if isinstance(action, DeliverUpdate):  # by far the most frequent action: test it first
+            nb.updates_received += 1
+            if nb.peer is not None:
+                self._changed(self.rib.receive_batch(nb.peer, action.result))
+            return
         loop = self._loop
         if isinstance(action, Send):
             if sess.conn is not None and sess.conn.transport is not None:
@@ -441,10 +446,6 @@ class Speaker:
             self._session_up(nb, sess, action.session)
         elif isinstance(action, SessionDown):
             self._session_down(nb, action.reason)
-        elif isinstance(action, DeliverUpdate):
-            nb.updates_received += 1
-            if nb.peer is not None:
-                self._changed(self.rib.receive_batch(nb.peer, action.result))
         elif isinstance(action, DeliverRouteRefresh):
             if nb.peer is not None:
                 nb.adj_out = AdjRibOut()
