@@ -306,3 +306,19 @@ def test_passwords_from_secrets_sign_the_sessions(tmp_path: Path) -> None:
         wait_until(lambda: "Secret kube-system/nope does not exist" in kw(
             "bgp", "peers", lab=name).stderr, timeout=10, what="the missing Secret reported")
         assert _all_established(name, {"node-1": 2, "node-2": 2})
+
+
+def test_without_an_enabled_pool_pods_fail_saying_why(tmp_path: Path) -> None:
+    name = "t-bgpnopool"
+    manifests = tmp_path / "nopool.yaml"
+    manifests.write_text(_docs(
+        cluster_yaml(name, nodes=1, backend="bgp"),
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: default-ipv4-ippool}\n"
+        "spec: {cidr: 10.244.0.0/16, disabled: true}\n"))
+    try:
+        up = kw("up", "-f", str(manifests), "--timeout", "20", check=False)
+        assert up.returncode == 1, up.stdout + up.stderr
+        assert "no enabled IPPool inside the pod CIDR 10.244.0.0/16" in up.stderr
+        assert {p["status"].get("reason") for p in pods(name)} == {"SandboxFailed"}
+    finally:
+        kw("down", name, check=False)

@@ -254,7 +254,10 @@ class NodeAgent:
             try:
                 self._ensure_blocks(0)
             except Exception:
+                # Pods still go on to their own claim, which fails them with this message
+                # (SandboxFailed), rather than waiting for ever without a word.
                 log.exception("node %s could not claim an IPAM block", self.node)
+                self._cidr_ready.set()
                 return
         self._cidr_ready.set()
         self._spawn(self._report_network_status())
