@@ -172,3 +172,19 @@ def test_goroutine_transitions_are_causally_ordered(name: str) -> None:
             checked += 1
         state[gid] = to
     assert checked > 500
+
+
+@pytest.mark.parametrize("name", ["spawn-old.trace", "cpu-old.trace", "net-old.trace",
+                                  "ticker-old.trace"])
+def test_a_go_1_19_trace_cut_inside_its_stack_table_is_truncated(name: str) -> None:
+    """Go 1.19 writes the Frequency event, then the stack table, last: a cut inside the
+    table leaves a frequency and may fall between two entries, and then only the missing
+    stacks give the cut away."""
+    data = _bytes(name)
+    by_stacks = 0
+    for lost in range(1, 400, 7):
+        with pytest.raises(TruncatedTraceError) as ei:
+            read_events(data[:-lost])
+        assert 0 <= ei.value.offset <= len(data) - lost
+        by_stacks += "not in the stack table" in str(ei.value)
+    assert by_stacks > 0

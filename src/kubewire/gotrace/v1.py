@@ -202,12 +202,20 @@ def _decode(data: bytes, minor: int) -> list[Event]:
             "no Frequency event (Go 1.19 writes it last: the trace is cut short)",
             end,
         )
-    return _finish(raws, strings, raw_stacks, timer_gs, ticks_per_sec, minor)
+    return _finish(raws, strings, raw_stacks, timer_gs, ticks_per_sec, minor, end)
+
+
+def _missing_stack(sid: int, name: str, off: int, end: int) -> TruncatedTraceError:
+    # Go 1.19 dumps its stack table after the Frequency event, so a file cut inside the
+    # table still has a frequency: the missing stacks are what give the cut away.
+    return TruncatedTraceError(
+        f"stack {sid} of the {name} event at byte offset {off} is not in the stack table "
+        "(Go 1.19 writes the table last: the trace is cut short)", end)
 
 
 def _finish(raws: list[tuple[int, int, int, int, int, list[int], str | None]],
             strings: dict[int, str], raw_stacks: dict[int, list[int]], timer_gs: set[int],
-            ticks_per_sec: int, minor: int) -> list[Event]:
+            ticks_per_sec: int, minor: int, end: int) -> list[Event]:
     stacks: dict[int, Stack] = {0: NO_STACK}
     for sid, flat in raw_stacks.items():
         stacks[sid] = tuple(
@@ -230,7 +238,10 @@ def _finish(raws: list[tuple[int, int, int, int, int, list[int], str | None]],
         vals = tuple(args[1 : 1 + len(names)])
         stack = NO_STACK
         if has_stack:
-            stack = stacks.get(args[-1], NO_STACK)
+            found = stacks.get(args[-1])
+            if found is None:
+                raise _missing_stack(args[-1], name, off, end)
+            stack = found
         if p >= 1 << 63:
             p -= 1 << 64  # the runtime writes "no P" as -1
         if typ in (29, 40):
@@ -260,7 +271,10 @@ def _finish(raws: list[tuple[int, int, int, int, int, list[int], str | None]],
             strs = ({0: "mark termination", 1: "sweep termination"}.get(vals[0], "unknown"),)
         extra = NO_STACK
         if typ == 13:
-            extra = stacks.get(vals[1], NO_STACK)
+            found = stacks.get(vals[1])
+            if found is None:
+                raise _missing_stack(vals[1], name, off, end)
+            extra = found
         append(new(Event, (kind, int((ts - min_ts) * freq), -1, p, g, vals, name, off, stack,
                            strs, extra, minor)))
     return out
