@@ -24,15 +24,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
-from kubewire.gosched.result import Decision, Miss, ReplayResult, make_result
+from kubewire.gosched.result import Miss, ReplayResult, make_result
 from kubewire.gosched.rules import Rules
+from kubewire.gosched.state import RACE_DEPTH, PState, SchedulerState, Tentative
 from kubewire.gotrace import Event, Kind
 
 # Old-format (Go 1.19) pseudo-Ps the toolchain's parser puts on wake-ups it cannot place.
 TIMER_P = 1000001
-NETPOLL_P = 1000002
-SYSCALL_P = 1000003
-GC_P = 1000004
 
 # Block reasons (as the reader names them) of goroutines findRunnable starts directly when it
 # unparks them: the trace reader and idle GC mark workers park with these.
@@ -42,77 +40,16 @@ _NETWORK = "network"
 # event: puts by different Ps whose windows overlap took sched.lock in an order the trace does
 # not record. An open window ends here (no later event on that P yet).
 _OPEN = 1 << 62
-# How far behind the head a racing put is looked for (keeps the check cheap).
-_RACE_DEPTH = 16
 _NO_PUT = [0, -1, 0]
 # Start functions of goroutines the runtime wakes with injectglist (ring tail, or global for
 # idle Ps) instead of ready's runnext: the scavenger (scavengerState.wake, Go 1.19 and 1.27).
 _INJECTED_STARTS = frozenset({"runtime.bgscavenge"})
 
-_STATUS_RUNNABLE, _STATUS_RUNNING, _STATUS_SYSCALL, _STATUS_WAITING = 1, 2, 3, 4
+_STATUS_RUNNABLE, _STATUS_RUNNING = 1, 2
 _PROC_IDLE = 2
 
 
-class _P:
-    """One P: runnext, the local ring, its schedtick and what the trace says it runs."""
-
-    __slots__ = ("batch_tail", "cur", "direct", "free_ts", "hidden", "idle", "last_put",
-                 "last_spill", "pending", "phase", "pid", "relearn", "runnext", "runq",
-                 "slice_ts", "started", "tick")
-
-    def __init__(self, interval: int, pid: int = -1) -> None:
-        self.pid = pid
-        self.runnext = -1
-        self.runq: deque[int] = deque()
-        # schedticks seen since the trace began; the phase (schedtick at trace start, modulo
-        # the check interval) is unknown until a decision reveals it: the set of values still
-        # consistent with every decision so far.
-        self.tick = 0
-        self.phase: set[int] = set(range(interval))
-        self.relearn = False  # the phase was reopened after a contradiction
-        self.cur = -1
-        self.idle = False
-        self.started = False
-        # goroutines findRunnable unparked for itself (trace reader, GC worker, netpoll): the
-        # last one is started; earlier netpoll ones were injected (see _inject)
-        self.direct: list[tuple[int, str]] = []
-        self.slice_ts = 0
-        # an open question about the phase: a batch grab from the global queue that may have
-        # been the periodic check's single grab (both start the same goroutine): the check's
-        # schedtick value and the goroutines the batch moved to this P's ring
-        self.pending: tuple[int, list[int]] | None = None
-        # what the last spill moved to the global queue: the ring's older half, then the new one
-        self.last_spill: list[int] = []
-        # this P's last put on the global queue, whose window its next event closes
-        self.last_put: list[int] | None = None
-        # a steal that another, still silent, thief may have preceded: that thief's P and
-        # the goroutines (now on this ring) it may have taken; this P's next decision tells
-        self.hidden: tuple[int, set[int]] | None = None
-        # when the P last let go of a goroutine (its search for the next began)
-        self.free_ts = 0
-        # the end of its last batch from the global queue that a smaller queue would not have
-        # taken: puts racing with the grab may have landed after it
-        self.batch_tail: list[int] | None = None
-
-
-class _Tentative:
-    """A decision waiting for the thieves of the goroutines it skipped to show themselves."""
-
-    __slots__ = ("actual", "index", "number", "p", "predicted", "rule", "ts", "waiting")
-
-    def __init__(self, waiting: int, ts: int, p: int, predicted: int, actual: int, rule: str,
-                 index: int, number: int) -> None:
-        self.waiting = waiting  # skipped goroutines not yet started elsewhere; -1: explained
-        self.ts = ts
-        self.p = p
-        self.predicted = predicted
-        self.actual = actual
-        self.rule = rule
-        self.index = index  # in Replayer.decisions, when kept
-        self.number = number  # the decision's number (1-based), kept or not
-
-
-class Replayer:
+class Replayer(SchedulerState):
     """Feeds trace events through the model, one ``feed`` per event (sans-I/O).
 
     ``keep_decisions`` keeps every ``Decision`` in ``decisions`` (memory grows with the trace);
@@ -121,59 +58,7 @@ class Replayer:
 
     def __init__(self, rules: Rules | None = None, *, keep_decisions: bool = False,
                  max_misses: int = 100) -> None:
-        self.rules = rules or Rules()
-        r = self.rules
-        self._k = r.global_check_interval
-        self._qsize = r.local_queue_size
-        self._spill = r.spill_count
-        self._batch_max = r.batch_max
-        self._runnext = r.runnext
-        self._passes = r.steal_passes
-        self.keep_decisions = keep_decisions
-        self.decisions: list[Decision] = []
-        self.max_misses = max_misses
-        self._misses: list[Miss] = []
-        self._first_miss = 0  # number of the first decision missed; 0: none yet
-        self._ps: dict[int, _P] = {}
-        self._glob: deque[int] = deque()
-        self._gomaxprocs = 1
-        self._version = 0
-        self._old = False
-        self._prologue = True  # old format: the first GoStart re-announces the running G
-        self._stw = False
-        self._known: set[int] = set()
-        self._unplaced: set[int] = set()  # runnable when the trace began, queue unknown
-        self._sysexit: set[int] = set()  # left a syscall without a P
-        self._inflight: dict[int, tuple[int, _Tentative]] = {}  # stolen ahead of a GoStart
-        self._tentative: list[_Tentative] = []
-        self._ts = 0
-        self._primed = False
-        self._inj_key = (0, -1)
-        self._inj_budget = 0
-        self._pending: set[int] = set()  # Ps with an open phase question
-        self._reason: dict[int, str] = {}  # last block reason per goroutine
-        self._injected: set[int] = set()  # goroutines whose wake-up uses injectglist
-        # global-queue puts: goroutine -> [GoStop ts, P, end of the put's window]
-        self._gput: dict[int, list[int]] = {}
-        # what the trace last said of each goroutine (1 runnable, 2 running, 4 waiting or
-        # dead): a queued goroutine the trace shows doing something else is a stale entry
-        self._st: dict[int, int] = {}
-        # old format: wake-ups on a pseudo-P: (goroutine, rule, batch); a batch is the
-        # wake-ups between two decisions (one netpoll or one timer run)
-        self._pool: list[tuple[int, str, int]] = []
-        self._by_rule: dict[str, list[int]] = {}
-        self.n_decisions = 0
-        self.n_explained = 0
-        self.n_several = 0
-        self._several_next = False  # the next decision settles a hidden thief's share
-        # goroutines a silent thief took to run next: goroutine -> the P whose decision showed
-        # it did not take them itself
-        self._held: dict[int, int] = {}
-        # (decision number, P): the thief _settle_hidden names for this decision's _skip
-        self._prefer_thief = (-1, -1)
-        self.events = 0
-        self.preemptions = 0
-        self.preemptions_after_slice = 0
+        super().__init__(rules, keep_decisions, max_misses)
         self._handlers: dict[Kind, Callable[[Event], None]] = {
             Kind.GO_CREATE: self._go_create,
             Kind.GO_START: self._go_start,
@@ -196,6 +81,7 @@ class Replayer:
             Kind.STW_BEGIN: self._stw_begin,
             Kind.STW_END: self._stw_end,
         }
+
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -294,165 +180,6 @@ class Replayer:
             several_possible=self.n_several,
             first_miss=min(firsts, default=None),
         )
-
-    def _set_version(self, v: int) -> None:
-        self._version = v
-        self._old = v < 22
-        self._prologue = self._old
-
-    def _p(self, p: int) -> _P:
-        ps = self._ps.get(p)
-        if ps is None:
-            ps = self._ps[p] = _P(self._k, p)
-        return ps
-
-    # -- queue primitives (runqput, runqputslow, globrunqget, runqsteal) -------------------
-
-    def _runqput(self, ps: _P, g: int, nxt: bool) -> None:
-        if nxt and self._runnext:
-            old = ps.runnext
-            ps.runnext = g
-            if old < 0:
-                return
-            g = old
-        q = ps.runq
-        if len(q) < self._qsize:
-            q.append(g)
-            return
-        # runqputslow: the oldest half of the ring plus the new one go to the global queue
-        glob = self._glob
-        moved = [q.popleft() for _ in range(min(self._spill - 1, len(q)))]
-        moved.append(g)
-        glob.extend(moved)
-        ps.last_spill = moved
-
-    def _glob_batch(self, ps: _P) -> int:
-        glob = self._glob
-        n = min(len(glob), len(glob) // max(1, self._gomaxprocs) + 1, self._batch_max)
-        absent = 0
-        if n > 1 and self._gput:
-            # puts by other Ps whose window reaches past the moment this P began its search
-            # may have landed after the grab, and a shorter queue gives a smaller batch
-            gput = self._gput
-            for i in range(1, min(len(glob), _RACE_DEPTH) + 1):
-                rec = gput.get(glob[-i])
-                if rec is None or rec[2] <= ps.free_ts:
-                    break
-                if rec[1] != ps.pid:  # its own put came before its search
-                    absent += 1
-        g = glob.popleft()
-        q = ps.runq
-        for _ in range(n - 1):
-            q.append(glob.popleft())
-        ps.batch_tail = None
-        if absent:
-            k = len(glob) + n - absent
-            n_min = min(k, k // max(1, self._gomaxprocs) + 1, self._batch_max)
-            if n_min < n:
-                ps.batch_tail = list(q)[n_min - n:]
-        return g
-
-    def _unbatch(self, g: int, p: int) -> bool:
-        """``g`` is at the end of another P's last batch grab, in the part a queue without
-        the puts racing with that grab would not have given it: move that part back to the
-        global queue's head."""
-        for q, v in self._ps.items():
-            tail = v.batch_tail
-            if q == p or tail is None or g not in tail:
-                continue
-            back = tail[tail.index(g):]
-            ring = v.runq
-            if len(ring) < len(back) or list(ring)[-len(back):] != back:
-                return False
-            for _ in back:
-                ring.pop()
-            self._glob.extendleft(reversed(back))
-            v.batch_tail = None
-            return True
-        return False
-
-    def _steal_candidates(self, p: int) -> list[tuple[int, int, int]]:
-        """(goroutine, victim, n): what stealing from each victim would run.
-
-        n > 0: half the victim's ring (rounded up), of which the last one runs; n == 0: the
-        victim's runnext, which Go takes only on the last of its ``steal_passes`` passes
-        (with one pass, at once).
-        """
-        out = []
-        nexts = []
-        for q, v in self._ps.items():
-            if q == p:
-                continue
-            k = len(v.runq)
-            if k:
-                n = k - k // 2
-                out.append((v.runq[n - 1], q, n))
-            elif v.runnext >= 0:
-                nexts.append((v.runnext, q, 0))
-        if self._passes == 1:
-            return out + nexts
-        return out or nexts
-
-    def _take(self, g: int) -> tuple[str, int]:
-        """Remove ``g`` from wherever the model holds it; (where, which P) or ("", -1)."""
-        for q, v in self._ps.items():
-            if v.runnext == g:
-                v.runnext = -1
-                return "runnext", q
-            if g in v.runq:
-                v.runq.remove(g)
-                return "local", q
-            for i, (dg, _) in enumerate(v.direct):
-                if dg == g:
-                    del v.direct[i]
-                    return "direct", q
-        if g in self._glob:
-            self._glob.remove(g)
-            return "global", -1
-        for i, (pg, _, _) in enumerate(self._pool):
-            if pg == g:
-                del self._pool[i]
-                return "pool", -1
-        return "", -1
-
-    def _inject(self, ps: _P, g: int) -> None:
-        """injectglist with a P: one goroutine per idle P to the global queue, the rest to
-        the tail of this P's ring (Go 1.19 and 1.27 alike)."""
-        key = (id(ps), self.n_decisions)
-        if key != self._inj_key:
-            # a new injectglist call: as many go global as there are idle Ps to start
-            self._inj_key = key
-            self._inj_budget = sum(1 for v in self._ps.values() if v.idle)
-        if self._inj_budget > 0:
-            self._inj_budget -= 1
-            self._glob.append(g)
-        else:
-            self._runqput(ps, g, False)
-
-    # -- the decision ----------------------------------------------------------------------
-
-    def _record(self, ts: int, p: int, pred: int, g: int, rule: str, ok: bool,
-                tentative: bool = False, several: bool = False) -> None:
-        self.n_decisions += 1
-        c = self._by_rule.get(rule)
-        if c is None:
-            c = self._by_rule[rule] = [0, 0]
-        c[0] += 1
-        if self._several_next:
-            several = True
-            self._several_next = False
-        if ok:
-            self.n_explained += 1
-            c[1] += 1
-            if several:
-                self.n_several += 1
-        elif not tentative:
-            if not self._first_miss:
-                self._first_miss = self.n_decisions
-            if len(self._misses) < self.max_misses:
-                self._misses.append(Miss(ts, p, pred, g, rule))
-        if self.keep_decisions:
-            self.decisions.append(Decision(ts, p, pred, g, rule, ok))
 
     def _go_start(self, ev: Event) -> None:
         g = ev.args[0]
@@ -620,7 +347,7 @@ class Replayer:
             # running) lands after everything queued now
             gput = self._gput
             pending = [x for x in glob if x != g and gput.get(x, _NO_PUT)[2] == _OPEN]
-            pending = pending[:_RACE_DEPTH]
+            pending = pending[:RACE_DEPTH]
             for x in pending:
                 glob.remove(x)
             glob.remove(g)
@@ -676,7 +403,7 @@ class Replayer:
         inherit = where == "runnext" and q == p
         self._finish(ps, ev.ts, p, pred, g, rule, ok, inherit=inherit)
 
-    def _unspill(self, ps: _P, g: int) -> None:
+    def _unspill(self, ps: PState, g: int) -> None:
         """The ring's head is a goroutine the model's last spill moved away: the ring held k
         more goroutines than the model knew (runnable ones the trace announces only when they
         first run), so Go spilled k fewer of the model's. Put the last k back at the head;
@@ -695,7 +422,7 @@ class Replayer:
         ps.runq.extendleft(reversed(back))
         ps.last_spill = batch[:i]
 
-    def _from_pool(self, ps: _P, g: int) -> bool:
+    def _from_pool(self, ps: PState, g: int) -> bool:
         """An old-format wake-up started by a P with nothing else to run: findRunnable's
         netpoll returned it (or it was injected where the trace cannot say). The rest of its
         batch, unparked before it, went through injectglist on this P."""
@@ -715,7 +442,7 @@ class Replayer:
                 return True
         return False
 
-    def _late_steal(self, ps: _P, p: int, g: int) -> bool:
+    def _late_steal(self, ps: PState, p: int, g: int) -> bool:
         """``g`` is deeper in a victim's ring than half of it is now: the thief grabbed half
         when the ring was shorter (or held others) and its GoStart shows only now. Half of a
         ring of 2i+1 goroutines ends at index i, so the ring must hold at least that many."""
@@ -740,7 +467,7 @@ class Replayer:
             return True
         return False
 
-    def _settle_hidden(self, ps: _P, g: int, hidden: tuple[int, set[int]]) -> None:
+    def _settle_hidden(self, ps: PState, g: int, hidden: tuple[int, set[int]]) -> None:
         """This P's first decision after a steal a hidden thief may have preceded: if it
         runs neither its ring's head nor a later one of it, the ring held none of them (the
         hidden thief took them all); if it runs a later one, ``_skip`` hands the ones ahead
@@ -792,12 +519,12 @@ class Replayer:
             if x == g:
                 return i > 0
             other = gput.get(x)
-            if (i >= _RACE_DEPTH or other is None or other[1] == p or other[0] >= end
+            if (i >= RACE_DEPTH or other is None or other[1] == p or other[0] >= end
                     or ts >= other[2]):
                 return False
         return False
 
-    def _skip(self, ps: _P, p: int, g: int, fires: bool) -> bool:
+    def _skip(self, ps: PState, p: int, g: int, fires: bool) -> bool:
         """The P ran a goroutine further back in its queue (or the global queue) than the head.
 
         If another P is searching for work (started, running nothing), that P stole the ones
@@ -840,7 +567,7 @@ class Replayer:
             runs = skipped[0] if rule != "local" else skipped[-1]
             thief.runq.extend(x for x in skipped if x != runs)
             skipped = [runs]
-        tok = _Tentative(len(skipped), ts, p, skipped[0], g, rule, len(self.decisions),
+        tok = Tentative(len(skipped), ts, p, skipped[0], g, rule, len(self.decisions),
                          self.n_decisions + 1)
         for x in skipped:
             self._inflight[x] = (p, tok)
@@ -849,7 +576,7 @@ class Replayer:
         self._tentative.append(tok)
         return True
 
-    def _thief(self, p: int, skipped: list[int], rule: str) -> _P | None:
+    def _thief(self, p: int, skipped: list[int], rule: str) -> PState | None:
         """The searching P that took ``skipped`` ahead of P ``p``'s decision, when the rules
         let one steal or grab exactly those: half a ring (a ring of at least 2k-1), or a
         batch from the global queue. Several searching Ps: the one the model saw first."""
@@ -870,7 +597,7 @@ class Replayer:
                 return v
         return None
 
-    def _resolve(self, tok: _Tentative) -> None:
+    def _resolve(self, tok: Tentative) -> None:
         rule = tok.rule
         self.n_explained += 1
         self.n_several += 1  # the ring's head, or a later one if a thief took those ahead
@@ -908,7 +635,7 @@ class Replayer:
                 self._glob.extendleft(reversed(back))
                 v.phase = {zero}
 
-    def _finish(self, ps: _P, ts: int, p: int, pred: int, g: int, rule: str, ok: bool,
+    def _finish(self, ps: PState, ts: int, p: int, pred: int, g: int, rule: str, ok: bool,
                 *, inherit: bool, tentative: bool = False, several: bool = False) -> None:
         self._unplaced.discard(g)
         self._sysexit.discard(g)
@@ -920,7 +647,7 @@ class Replayer:
             ps.slice_ts = ts
         self._record(ts, p, pred, g, rule, ok, tentative, several)
 
-    def _flush_direct(self, ps: _P) -> None:
+    def _flush_direct(self, ps: PState) -> None:
         """Unparked-for-itself goroutines that did not run: they were readied after all."""
         for dg, rule in ps.direct:
             if rule == "netpoll":
