@@ -276,7 +276,7 @@ def test_pipelined_requests_and_http10(
 def test_curl_interop(server: PodServerClient, make_ns: Callable[[], Path], tmp_path: Path) -> None:
     curl = subprocess.run(["which", "curl"], capture_output=True, text=True).stdout.strip()
     if not curl:
-        pytest.skip("curl is not installed")
+        pytest.fail("curl is not installed: run `make setup` (scripts/setup.sh installs it)")
     ns = make_ns()
     start(server, tmp_path, ns, "curl", (PortSpec(80),))
     out = subprocess.run(

