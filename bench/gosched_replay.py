@@ -30,7 +30,6 @@ _spec = importlib.util.spec_from_file_location("gotrace_parse", ROOT / "bench" /
 assert _spec and _spec.loader
 gotrace_parse = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(gotrace_parse)
-gotrace_make = gotrace_parse.gotrace_make
 
 
 def _chunks(path: Path):  # type: ignore[no-untyped-def]
@@ -71,20 +70,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, tmp: Path) -> int:
-    path = args.trace
+    path = gotrace_parse.trace_for(args, tmp, "gosched_replay")
     if path is None:
-        chains = gotrace_make.find_toolchains()
-        if args.toolchain not in chains:
-            print(f"gosched_replay: toolchain {args.toolchain!r} not installed; run "
-                  "scripts/setup.sh", file=sys.stderr)
-            return 2
-        go = chains[args.toolchain]
-        n_g = 5_000 if args.smoke else args.goroutines
-        path = tmp / f"spawn-{args.toolchain}.trace"
-        t0 = time.perf_counter()
-        gotrace_make.make_trace(go, "spawn", path, n_g, tmp)
-        print(f"trace: {gotrace_make.version(go)}, spawn storm of {n_g} goroutines, "
-              f"{path.stat().st_size / 1e6:.1f} MB, made in {time.perf_counter() - t0:.1f} s")
+        return 2
     repeat = 1 if args.smoke else max(1, args.repeat)
     parse_walls = []
     for _ in range(repeat):

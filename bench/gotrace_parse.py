@@ -57,21 +57,30 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args, Path(t))
 
 
+def trace_for(args: argparse.Namespace, tmp: Path, bench: str) -> Path | None:
+    """``--trace``, or a spawn-storm trace made with ``--toolchain`` (None: not installed).
+    Shared with bench/gosched_replay.py, which reads the same arguments."""
+    if args.trace is not None:
+        return Path(args.trace)
+    chains = gotrace_make.find_toolchains()
+    if args.toolchain not in chains:
+        print(f"{bench}: toolchain {args.toolchain!r} not installed; run `make setup`",
+              file=sys.stderr)
+        return None
+    go = chains[args.toolchain]
+    n_g = 5_000 if args.smoke else args.goroutines
+    path = tmp / f"spawn-{args.toolchain}.trace"
+    t0 = time.perf_counter()
+    gotrace_make.make_trace(go, "spawn", path, n_g, tmp)
+    print(f"trace: {gotrace_make.version(go)}, spawn storm of {n_g} goroutines, "
+          f"{path.stat().st_size / 1e6:.1f} MB, made in {time.perf_counter() - t0:.1f} s")
+    return path
+
+
 def _run(args: argparse.Namespace, tmp: Path) -> int:
-    path = args.trace
+    path = trace_for(args, tmp, "gotrace_parse")
     if path is None:
-        chains = gotrace_make.find_toolchains()
-        if args.toolchain not in chains:
-            print(f"gotrace_parse: toolchain {args.toolchain!r} not installed; run "
-                  "scripts/setup.sh", file=sys.stderr)
-            return 2
-        go = chains[args.toolchain]
-        n_g = 5_000 if args.smoke else args.goroutines
-        path = tmp / f"spawn-{args.toolchain}.trace"
-        t0 = time.perf_counter()
-        gotrace_make.make_trace(go, "spawn", path, n_g, tmp)
-        print(f"trace: {gotrace_make.version(go)}, spawn storm of {n_g} goroutines, "
-              f"{path.stat().st_size / 1e6:.1f} MB, made in {time.perf_counter() - t0:.1f} s")
+        return 2
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
