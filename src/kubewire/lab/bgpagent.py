@@ -40,7 +40,12 @@ from kubewire.bgpnet import (
     service_prefixes,
 )
 from kubewire.kernel import netns
-from kubewire.routing.bgproutes import BgpRoute, BgpRouteProgrammer, routes_from_changes
+from kubewire.routing.bgproutes import (
+    BgpRoute,
+    BgpRouteProgrammer,
+    routes_from_changes,
+    routes_from_loc_rib,
+)
 from kubewire.store.store import StoreClient
 
 log = logging.getLogger(__name__)
@@ -65,8 +70,11 @@ class BgpAgent:
         self.speaker: Speaker | None = None
         self.plan: NodePlan | None = None
         self.problem = ""  # why there is no plan, for `kubewire bgp peers`
+        # Service and EndpointSlice churn (every pod's readiness) matters only while the
+        # BGPConfiguration advertises Service addresses; otherwise it costs no replan.
+        self._advertises_services = True
         self._announced: set[IPv4Network] = set()
-        self._routes: dict[IPv4Network, BgpRoute] = {}  # what the kernel should hold
+        self._own = frozenset({underlay_ip})  # next hops that are this node: never routes
         self._pending: dict[IPv4Network, BgpRoute | None] = {}
         self._kernel_dirty = asyncio.Event()
         self._dirty = asyncio.Event()
@@ -93,6 +101,8 @@ class BgpAgent:
             if kind == "BlockAffinity" and ev.obj.get("spec", {}).get("node") != self.node:
                 continue
             if kind == "Secret" and ev.obj["metadata"].get("namespace") != SECRETS_NAMESPACE:
+                continue
+            if kind in ("Service", "EndpointSlice") and not self._advertises_services:
                 continue
             return True
         return False
@@ -129,6 +139,9 @@ class BgpAgent:
         default = next((c for c in configs if c["metadata"]["name"] == "default"), None)
         try:
             settings = BgpSettings.from_obj(default)
+            self._advertises_services = bool(
+                settings.service_cluster_ips or settings.service_external_ips
+                or settings.service_load_balancer_ips)
             peers = [PeerSpec.from_obj(o) for o in self.client.list("BGPPeer")]
             if not any(n.name == self.node for n in nodes):
                 return None
@@ -194,13 +207,7 @@ class BgpAgent:
 
     # -- kernel routes ---------------------------------------------------------------
     def _on_change(self, changes: list[RibChange]) -> None:
-        updates = routes_from_changes(changes, own=(self.underlay_ip,))
-        for prefix, route in updates.items():
-            if route is None:
-                self._routes.pop(prefix, None)
-            else:
-                self._routes[prefix] = route
-        self._pending.update(updates)
+        self._pending.update(routes_from_changes(changes, own=self._own))
         self._kernel_dirty.set()
 
     async def _kernel_loop(self) -> None:
@@ -208,9 +215,11 @@ class BgpAgent:
         resync = True  # first: drop proto-bgp routes a previous speaker left behind
         while True:
             if resync:
+                # The Loc-RIB is read here, on the loop; the kernel is written in the pool.
+                full = ({} if self.speaker is None else
+                        routes_from_loc_rib(self.speaker.rib.loc, own=self._own))
                 with contextlib.suppress(Exception):
-                    await loop.run_in_executor(self.pool, self.programmer.resync,
-                                               dict(self._routes))
+                    await loop.run_in_executor(self.pool, self.programmer.resync, full)
             resync = False
             try:
                 await asyncio.wait_for(self._kernel_dirty.wait(), RESYNC_SECONDS)

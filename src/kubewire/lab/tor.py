@@ -133,12 +133,3 @@ def stop_tor(record: ProcessRecord, grace: float = 2.0) -> KillResult:
         popen.wait(timeout=grace)
     return result
 
-
-def established_peers(state_dir: Path) -> dict[str, str]:
-    """Dynamic session name -> BGP state (`show protocols`)."""
-    out: dict[str, str] = {}
-    for line in birdc(state_dir, "show", "protocols").splitlines():
-        fields = line.split()
-        if len(fields) >= 6 and fields[1] == "BGP" and fields[0] != "nodes":
-            out[fields[0]] = fields[5]
-    return out
